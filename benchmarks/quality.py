@@ -4,9 +4,9 @@ r"""Quality benchmark: muNet / µ2Net against muNet's baselines (muNet Table 1's
     .venv/bin/python benchmarks/quality.py --quick            # smoke run, about 1-2 minutes
     .venv/bin/python benchmarks/quality.py --seeds=5 --tasks=digits,greek
 
-Runtime on 2 shared CPU cores: about 9-10 minutes per seed with the shipped chars-lite config
-(two evolution runs, scale factor 1 and 0.3, plus the three baselines), so about half an hour
-for the default 3 seeds; `--quick` takes 1-2 minutes.
+Runtime on 2 shared CPU cores with the shipped chars-lite config: about 10 minutes per seed
+(two evolution runs, scale factors 1 and 0.3, about 3 minutes each, plus the three baselines,
+about 3 minutes), so about 30 minutes for the default 3 seeds; `--quick` takes under a minute.
 
 For every seed, in fresh temporary system directories:
   - evolution (µ2Net by default, or whatever the config's evolution block says) at each
@@ -47,7 +47,7 @@ flags.DEFINE_list("scale_factors", ["1", "0.3"], "Evolution score scale factors 
 flags.DEFINE_list("tasks", None, "Only these tasks (default: all of the config's).")
 flags.DEFINE_list("methods", None, "Baseline methods (default: the config's).")
 flags.DEFINE_bool("quick", False,
-                  "Smoke run: 1 seed, 2 tasks, tiny budgets (numbers are not meaningful).")
+                  "Smoke run: 1 seed, 2 tasks, tiny budgets (the numbers mean nothing).")
 flags.DEFINE_string("work_dir", None,
                     "Keep the system directories here instead of a deleted temporary directory.")
 
