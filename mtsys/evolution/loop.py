@@ -131,6 +131,11 @@ class Evolver:
     self.source = mutations.ComponentSource(store)
     self.timing = Timing()
     self._task_data: dict[str, mdata.TaskData] = dict(task_data or {})
+    # Children of a generation mostly share their structure with earlier children: reusing their
+    # compiled models (and the frozen prefix's validation features) keeps a child's fixed cost
+    # small. The cache keys models by strategy object, so the per-device strategies are kept too.
+    self.cache = trainer.ModelCache(max_models=max(4, 2 * len(self.devices)))
+    self._device_strategies = [tf.distribute.OneDeviceStrategy(d) for d in self.devices]
     self.root_ids = self._ensure_root()
     self.root_params = sum(self.source.spec(c).param_count for c in self.root_ids)
     self.root_flops = max(1, sum(self.source.spec(c).flops for c in self.root_ids))
@@ -285,13 +290,14 @@ class Evolver:
       start = time.perf_counter()
       result = trainer.train_path(child.planned, data, child.hparams, budget,
                                   image_size=int(child.hparams["image_size"]),
-                                  channels=channels, strategy=strategy, seed=seed)
+                                  channels=channels, strategy=strategy, seed=seed,
+                                  cache=self.cache)
       return result, time.perf_counter() - start
 
     parallel = (ev.child_parallelism != _EV.DATA_PARALLEL and len(self.devices) > 1)
     start = time.perf_counter()
     if parallel:
-      strategies = [tf.distribute.OneDeviceStrategy(d) for d in self.devices]
+      strategies = self._device_strategies
       with concurrent.futures.ThreadPoolExecutor(len(self.devices)) as pool:
         futures = [pool.submit(train, c, strategies[i % len(strategies)])
                    for i, c in enumerate(children)]
