@@ -6,12 +6,12 @@ let a component trained on the private task (or on a group task) reach a task ou
 audience — not in the system's paths, not in any saved active population, not in any child
 planned by a mutation, kept or not."""
 
-import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from mtsys import testing
 from mtsys.config import loader
 from mtsys.evolution import access as maccess
 from mtsys.evolution import loop
@@ -37,15 +37,7 @@ _RUNS = [
 
 
 def _npz(directory, name, seed):
-  rng = np.random.default_rng(seed)
-  n = 120
-  labels = rng.integers(0, 3, n)
-  images = rng.integers(0, 50, (n, 8, 8), dtype=np.uint8)
-  for i, c in enumerate(labels):
-    images[i, c * 2:c * 2 + 3, :] += 200  # a bright band whose position is the class
-  path = os.path.join(directory, f"{name}.npz")
-  np.savez(path, image=images, label=labels)
-  return path
+  return testing.write_band_npz(str(directory), name, seed, n=120)
 
 
 def _config(directory, seed, tasks, extra):

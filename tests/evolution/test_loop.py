@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mtsys import testing
 from mtsys.config import loader
 from mtsys.evolution import loop
 from mtsys.protos import mtsys_pb2
@@ -21,15 +22,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 
 def _npz(directory, name, seed, classes=3):
-  rng = np.random.default_rng(seed)
-  n = 150
-  labels = rng.integers(0, classes, n)
-  images = rng.integers(0, 50, (n, 8, 8), dtype=np.uint8)
-  for i, c in enumerate(labels):
-    images[i, c * 2:c * 2 + 3, :] += 200  # a bright band whose position is the class
-  path = os.path.join(directory, f"{name}.npz")
-  np.savez(path, image=images, label=labels)
-  return path
+  return testing.write_band_npz(str(directory), name, seed, classes=classes)
 
 
 def _config_text(directory, tasks, iterations=1, seed=1):
