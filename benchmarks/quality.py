@@ -8,6 +8,10 @@ Runtime on 2 shared CPU cores with the shipped chars-lite config: about 10 minut
 (two evolution runs, scale factors 1 and 0.3, about 3 minutes each, plus the three baselines,
 about 3 minutes), so about 30 minutes for the default 3 seeds; `--quick` takes under a minute.
 
+The root is made once (pretrained first if the config says `root.pretrain`, as chars-lite
+does, about 30 s) and every run of every seed and method starts from it: the seeds vary
+evolution's and the baselines' randomness, not the root.
+
 For every seed, in fresh temporary system directories:
   - evolution (µ2Net by default, or whatever the config's evolution block says) at each
     `--scale_factors` value (default 1 and 0.3): `evolution.seed` and `evolution.score.scale_factor`
@@ -77,6 +81,8 @@ def _quick(config):
   ev = proto.evolution
   ev.task_iterations, ev.generations, ev.children_per_generation = 1, 1, 2
   ev.epochs_per_child, ev.max_batches_per_epoch = 1, 5
+  if proto.root.HasField("pretrain"):
+    proto.root.pretrain.epochs, proto.root.pretrain.max_batches_per_epoch = 1, 5
   for field in ("epochs", "max_batches_per_epoch", "batch_size"):
     proto.baselines.ClearField(field)  # re-derived from the evolution budget
   return loader.parse(text_format.MessageToString(proto), config.path)

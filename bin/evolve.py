@@ -101,7 +101,7 @@ def main(argv):
   if FLAGS.with_baselines:
     from mtsys.train import baselines
     rows = baselines.run(config, os.path.join(FLAGS.system_dir, "baselines"),
-                         tasks=FLAGS.tasks, strategy=strategy)
+                         tasks=FLAGS.tasks, strategy=strategy, root_from=store)
     print()
     print("Baselines with an equal training budget per task (muNet eq. 4):")
     print(baselines.format_table(rows))

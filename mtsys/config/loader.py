@@ -163,8 +163,35 @@ def _validate(proto: mtsys_pb2.SystemConfig, label: str, path: str) -> Config:
     if task.name in seen:
       fail(f"task[{i}].name", "a name not used by another task", task.name)
     seen.add(task.name)
+  _validate_pretrain(proto.root, seen, space, fail, positive)
 
   return Config(path=path, proto=proto, arch=arch, search_space=space)
+
+
+def _validate_pretrain(root: mtsys_pb2.RootModel, task_names, space, fail, positive) -> None:
+  if not root.HasField("pretrain"):
+    return
+  if root.checkpoint:
+    fail("root.pretrain", "either root.checkpoint or root.pretrain, not both", root.checkpoint)
+  pre = root.pretrain
+  if not pre.HasField("task"):
+    fail("root.pretrain.task", "the pretraining task { name: ... num_classes: ... source }", "none")
+  _validate_task(pre.task, "root.pretrain.task.", fail)
+  if pre.task.name in task_names:
+    fail("root.pretrain.task.name", "a name not used by a task of the system", pre.task.name)
+  for field, default in (("epochs", 10), ("max_batches_per_epoch", 200), ("batch_size", 64)):
+    positive(pre, field, "root.pretrain.", default)
+  values = {name: _value_of(v) for name, v in pre.hparams.items()}
+  for name, value in sorted(values.items()):
+    if name not in space:
+      fail(f"root.pretrain.hparams['{name}']", f"a hyperparameter name, one of {sorted(space)}",
+           name)
+    want = {hp.NUMBER: (int, float), hp.FLAG: bool, hp.CHOICE: str}[space[name].kind]
+    if value is None or not isinstance(value, want) or (want != bool and isinstance(value, bool)):
+      fail(f"root.pretrain.hparams['{name}']", f"a {space[name].kind} value", value)
+  if "image_size" in values and values["image_size"] != root.image_size:
+    fail("root.pretrain.hparams['image_size']", f"root.image_size={root.image_size}",
+         values["image_size"])
 
 
 def _copy(proto):

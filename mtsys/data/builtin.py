@@ -195,3 +195,51 @@ def _glyphs_font() -> Arrays:
     return glyphs.render(items, rng)
 
   return _balanced_splits(106, len(FONT_TASK_FAMILIES), (300, 50, 100), make_split)
+
+
+# Pretraining data for the chars-lite root (RootModel.pretrain): symbols of scripts and blocks
+# that no chars-lite task uses (Armenian, Georgian, Hebrew, arrows, mathematical operators,
+# geometric shapes, ASCII punctuation), each drawn by every font that has it. It plays the part
+# ImageNet-21k plays for muNet's ViT root: broad, unlabelled-for-the-task visual knowledge.
+SYMBOL_BLOCKS = (
+    ("armenian", [*range(0x531, 0x557), *range(0x561, 0x587)]),
+    ("georgian", range(0x10D0, 0x10F1)),
+    ("hebrew", range(0x5D0, 0x5EB)),
+    ("arrows", range(0x2190, 0x21FF)),
+    ("math", range(0x2200, 0x22FF)),
+    ("geometric", range(0x25A0, 0x25FF)),
+    ("punctuation", [ord(c) for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"]),
+)
+
+
+@functools.lru_cache(maxsize=None)
+def _symbols() -> tuple:
+  """(character, fonts that draw it) for every symbol drawn by at least two fonts."""
+  out = []
+  for _, codes in SYMBOL_BLOCKS:
+    for code in codes:
+      fonts = glyphs.fonts_with([chr(code)])
+      if len(fonts) >= 2:
+        out.append((chr(code), fonts))
+  return tuple(out)
+
+
+_SYMBOL_CLASSES = 629  # len(_symbols()) with matplotlib's shipped fonts; checked by make()
+
+
+@register_builtin("glyphs_symbols", _SYMBOL_CLASSES, tuple(_SYMBOL_CLASSES * n for n in (16, 2, 2)),
+                  "629 symbols (Armenian, Georgian, Hebrew, arrows, maths, shapes, punctuation) "
+                  "in every font that draws them: pretraining data for the chars-lite root.")
+def _glyphs_symbols() -> Arrays:
+  symbols = _symbols()
+  if len(symbols) != _SYMBOL_CLASSES:
+    raise RuntimeError(f"glyphs_symbols: matplotlib's fonts draw {len(symbols)} of the symbols, "
+                       f"expected {_SYMBOL_CLASSES}; this matplotlib ships other fonts.")
+
+  def make_split(labels, rng):
+    picks = rng.random(len(labels))
+    items = [(symbols[c][1][int(p * len(symbols[c][1]))], symbols[c][0])
+             for c, p in zip(labels, picks)]
+    return glyphs.render(items, rng)
+
+  return _balanced_splits(107, _SYMBOL_CLASSES, (16, 2, 2), make_split)

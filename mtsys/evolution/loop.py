@@ -36,6 +36,7 @@ from mtsys.system import paths as mpaths
 from mtsys.system import root as mroot
 from mtsys.system import store as mstore
 from mtsys.train import evaluate
+from mtsys.train import pretrain
 from mtsys.train import trainer
 
 ROOT_PATH_ID = "root"
@@ -142,11 +143,14 @@ class Evolver:
 
   # ------------------------------------------------------------------ set-up
   def _ensure_root(self) -> list[str]:
-    ids = []
-    for spec, weights in mroot.make_root(self.config):
-      if not self.store.has_component(spec.id):
-        self.store.write_component(spec, weights)
-      ids.append(spec.id)
+    ids = mroot.root_ids(self.config)
+    if not all(self.store.has_component(c) for c in ids):
+      # A new system (or one whose first run died while writing its root): random or
+      # pretrained root, written once. A resumed run never pretrains again.
+      for spec, weights, slots in pretrain.root_components(self.config, strategy=self.strategy,
+                                                           log=self.log):
+        if not self.store.has_component(spec.id):
+          self.store.write_component(spec, weights, slots)
     return ids
 
   def task_data(self, name: str) -> "mdata.TaskData":

@@ -92,7 +92,7 @@ class TaskSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., num_classes: _Optional[int] = ..., tfds: _Optional[_Union[TfdsSource, _Mapping]] = ..., files: _Optional[_Union[FilesSource, _Mapping]] = ..., builtin: _Optional[_Union[BuiltinSource, _Mapping]] = ..., channels: _Optional[int] = ..., access: _Optional[_Union[Access, _Mapping]] = ...) -> None: ...
 
 class RootModel(_message.Message):
-    __slots__ = ("vit", "custom", "num_blocks", "image_size", "channels", "checkpoint", "seed")
+    __slots__ = ("vit", "custom", "num_blocks", "image_size", "channels", "checkpoint", "seed", "pretrain")
     VIT_FIELD_NUMBER: _ClassVar[int]
     CUSTOM_FIELD_NUMBER: _ClassVar[int]
     NUM_BLOCKS_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,7 @@ class RootModel(_message.Message):
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    PRETRAIN_FIELD_NUMBER: _ClassVar[int]
     vit: str
     custom: VitArchitecture
     num_blocks: int
@@ -107,7 +108,29 @@ class RootModel(_message.Message):
     channels: int
     checkpoint: str
     seed: int
-    def __init__(self, vit: _Optional[str] = ..., custom: _Optional[_Union[VitArchitecture, _Mapping]] = ..., num_blocks: _Optional[int] = ..., image_size: _Optional[int] = ..., channels: _Optional[int] = ..., checkpoint: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    pretrain: RootPretraining
+    def __init__(self, vit: _Optional[str] = ..., custom: _Optional[_Union[VitArchitecture, _Mapping]] = ..., num_blocks: _Optional[int] = ..., image_size: _Optional[int] = ..., channels: _Optional[int] = ..., checkpoint: _Optional[str] = ..., seed: _Optional[int] = ..., pretrain: _Optional[_Union[RootPretraining, _Mapping]] = ...) -> None: ...
+
+class RootPretraining(_message.Message):
+    __slots__ = ("task", "epochs", "max_batches_per_epoch", "batch_size", "hparams")
+    class HparamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: HParamValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[HParamValue, _Mapping]] = ...) -> None: ...
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCHES_PER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    HPARAMS_FIELD_NUMBER: _ClassVar[int]
+    task: TaskSpec
+    epochs: int
+    max_batches_per_epoch: int
+    batch_size: int
+    hparams: _containers.MessageMap[str, HParamValue]
+    def __init__(self, task: _Optional[_Union[TaskSpec, _Mapping]] = ..., epochs: _Optional[int] = ..., max_batches_per_epoch: _Optional[int] = ..., batch_size: _Optional[int] = ..., hparams: _Optional[_Mapping[str, HParamValue]] = ...) -> None: ...
 
 class VitArchitecture(_message.Message):
     __slots__ = ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim")

@@ -66,6 +66,13 @@ def root_layers(config: loader.Config) -> list[keras.layers.Layer]:
   return layers
 
 
+def root_ids(config: loader.Config) -> list[str]:
+  """The root's component ids in path order, as `make_root` names them."""
+  blocks = [f"{ROOT_PREFIX}.transformer_block.{i}" for i in range(config.arch.num_layers)]
+  return [f"{ROOT_PREFIX}.{kind}" for kind in ("patch_embedding", "class_token",
+                                               "position_embedding")] + blocks
+
+
 def make_root(config: loader.Config) -> list[tuple[mtsys_pb2.ComponentSpec, list[np.ndarray]]]:
   """The root components with their initial weights, ids 'root.<kind>[.i]'."""
   if config.proto.root.checkpoint:

@@ -12,7 +12,6 @@ can be inspected, exported and served like evolved ones.
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -26,6 +25,7 @@ from mtsys.system import assembly
 from mtsys.system import paths as mpaths
 from mtsys.system import root as mroot
 from mtsys.system import store as mstore
+from mtsys.train import pretrain
 from mtsys.train import trainer
 
 METHODS = ("full_finetune", "multi_head", "residual_adapters")
@@ -49,11 +49,22 @@ class BaselineResult:
     return dataclasses.asdict(self)
 
 
-def _ensure_root(store: mstore.Store, config: loader.Config) -> list[mtsys_pb2.ComponentSpec]:
+def _ensure_root(store: mstore.Store, config: loader.Config, root_from: Optional[mstore.Store],
+                 strategy, log) -> list[mtsys_pb2.ComponentSpec]:
+  """Writes the root into `store` unless there: copied from `root_from` when that system has
+  it (so baselines start from the very root an evolution used), else random or pretrained."""
+  ids = mroot.root_ids(config)
+  if root_from is not None and all(root_from.has_component(c) for c in ids):
+    source = []
+    for cid in ids:
+      spec = root_from.read_component_spec(cid)
+      source.append((spec, root_from.read_weights(spec), root_from.read_optimizer_slots(spec)))
+  else:
+    source = pretrain.root_components(config, strategy=strategy, log=log)
   specs = []
-  for spec, weights in mroot.make_root(config):
+  for spec, weights, slots in source:
     if not store.has_component(spec.id):
-      spec = store.write_component(spec, weights)
+      spec = store.write_component(spec, weights, slots)  # sets its own files
     else:
       spec = store.read_component_spec(spec.id)
     specs.append(spec)
@@ -85,8 +96,12 @@ def plan(method: str, store: mstore.Store, config: loader.Config, task: mtsys_pb
 
 def run(config: loader.Config, output_dir: str, *, methods: Optional[Sequence[str]] = None,
         tasks: Optional[Sequence[str]] = None, strategy: Optional[tf.distribute.Strategy] = None,
-        verbose: int = 0, log: Callable[[str], None] = print) -> list[BaselineResult]:
+        verbose: int = 0, log: Callable[[str], None] = print,
+        root_from: Optional[mstore.Store] = None) -> list[BaselineResult]:
   """Trains every requested baseline on every requested task; returns one result per pair.
+
+  Every method starts from the same root: `root_from`'s (an evolved system) when given and
+  present there, else the config's random or pretrained root (pretrained once per process).
 
   Task data is loaded and checked for all tasks before any training starts, so bad data fails
   fast.
@@ -108,7 +123,7 @@ def run(config: loader.Config, output_dir: str, *, methods: Optional[Sequence[st
   results = []
   for method in methods:
     store = mstore.Store.create(f"{output_dir.rstrip('/')}/{method}", config.proto)
-    root_specs = _ensure_root(store, config)
+    root_specs = _ensure_root(store, config, root_from, strategy, log)
     method_rows = []
     for i, task in enumerate(task_specs):
       log(f"[{method}] task {i + 1}/{len(task_specs)} '{task.name}': training "

@@ -1,0 +1,100 @@
+"""The root's components: random (`mtsys.system.root.make_root`) or pretrained on a task.
+
+muNet and µ2Net start from a ViT pretrained on ImageNet-21k: frozen root components are worth
+sharing only because they already know something. `RootModel.pretrain` gives a system the same
+start without a downloaded checkpoint: the random root plus a throwaway head is fully trained on
+the pretraining task (through `trainer.train_path`, so under the configured strategy, with the
+best epoch kept) and the trained root (weights and momentum) becomes the system's first, public
+components. Every component records the pretraining steps under the pretraining task's name, so
+knowledge accounting shows how much of a path's training came from pretraining.
+
+The result depends only on the root config, so it is computed once per process: an evolution
+and its baselines (`bin/evolve.py --with_baselines`, `benchmarks/quality.py`) share one
+pretrained root.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import keras
+import tensorflow as tf
+
+from mtsys import data as mdata
+from mtsys.config import hparams as hp
+from mtsys.config import loader
+from mtsys.protos import mtsys_pb2
+from mtsys.system import assembly
+from mtsys.system import paths as mpaths
+from mtsys.system import root as mroot
+from mtsys.train import trainer
+
+# (serialised RootModel) -> [(spec, weights, optimizer slots)], computed once per process.
+_PRETRAINED: dict = {}
+
+
+class _Progress(keras.callbacks.Callback):
+
+  def __init__(self, name: str, epochs: int, log: Callable[[str], None]):
+    super().__init__()
+    self._name, self._epochs, self._log = name, epochs, log
+
+  def on_epoch_end(self, epoch, logs=None):
+    logs = logs or {}
+    self._log(f"[pretrain '{self._name}'] epoch {epoch + 1}/{self._epochs}: "
+              f"loss {logs.get('loss', float('nan')):.3f}, "
+              f"validation {logs.get('val_accuracy', float('nan')):.4f}")
+
+
+def root_components(config: loader.Config, *, strategy: Optional[tf.distribute.Strategy] = None,
+                    log: Callable[[str], None] = print) -> list:
+  """The root as [(ComponentSpec, weights, optimizer slots or None)], ids 'root.<kind>[.i]'.
+
+  Random (from `root.seed`) unless `root.pretrain` is set; then pretrained on its task (once per
+  process and root config).
+  """
+  root = config.proto.root
+  if not root.HasField("pretrain"):
+    return [(spec, weights, None) for spec, weights in mroot.make_root(config)]
+  key = root.SerializeToString(deterministic=True)
+  if key not in _PRETRAINED:
+    _PRETRAINED[key] = _pretrain(config, strategy, log)
+  return [(_copy(spec), weights, slots) for spec, weights, slots in _PRETRAINED[key]]
+
+
+def _copy(spec: mtsys_pb2.ComponentSpec) -> mtsys_pb2.ComponentSpec:
+  out = mtsys_pb2.ComponentSpec()
+  out.CopyFrom(spec)
+  return out
+
+
+def _pretrain(config: loader.Config, strategy, log) -> list:
+  root, pre = config.proto.root, config.proto.root.pretrain
+  task = pre.task
+  mdata.check_image_size(task.name, root.image_size, config.arch.patch_size)
+  data = mdata.load_task(task)
+  public = mtsys_pb2.ComponentAccess(public=True)
+  random_root = mroot.make_root(config)
+  planned = [assembly.PlannedComponent(spec, weights, None, trainable=True)
+             for spec, weights in random_root]
+  tokens = (root.image_size // config.arch.patch_size) ** 2 + 1
+  head_spec, head_weights = mroot.new_head(task, config.arch.hidden_size, tokens, public)
+  planned.append(assembly.PlannedComponent(head_spec, head_weights, None, trainable=True))
+  hparams = hp.defaults(config.search_space)
+  hparams.update(mpaths.hparams_from_proto(pre.hparams))
+  budget = trainer.Budget(pre.epochs, pre.max_batches_per_epoch, pre.batch_size)
+  steps = budget.steps_per_epoch(data.sizes["train"])
+  log(f"[pretrain '{task.name}'] training the root on {data.sizes['train']} examples: "
+      f"{budget.epochs} epochs x {steps} batches of {budget.batch_size}")
+  result = trainer.train_path(planned, data, hparams, budget, image_size=root.image_size,
+                              channels=root.channels, strategy=strategy, seed=int(root.seed),
+                              evaluate_test=True,
+                              callbacks=[_Progress(task.name, budget.epochs, log)])
+  log(f"[pretrain '{task.name}'] kept epoch {result.best_epoch + 1}: validation "
+      f"{result.validation_accuracy:.4f}, test {result.test_accuracy:.4f}, "
+      f"{result.train_seconds:.1f}s")
+  out = []
+  for spec, _ in random_root:
+    spec.trained_on[task.name] = result.best_steps
+    out.append((spec, result.weights[spec.id], result.optimizer_slots[spec.id]))
+  return out
