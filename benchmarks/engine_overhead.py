@@ -190,7 +190,8 @@ class Setup:
 def make_setup(args, workdir) -> Setup:
   config = loader.load(args.config)
   store = mstore.Store.create(os.path.join(workdir, "system"), config.proto)
-  root_specs = baselines._ensure_root(store, config)
+  # The random root: its weights do not change speed, and it skips the config's pretraining.
+  root_specs = [store.write_component(spec, weights) for spec, weights in mroot.make_root(config)]
   data = {t.name: mdata.load_task(t) for t in config.tasks}
   name = args.task or max(data, key=lambda n: data[n].sizes["train"])
   hparams = hp.defaults(config.search_space)

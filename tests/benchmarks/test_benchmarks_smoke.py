@@ -1,0 +1,36 @@
+"""The benchmark scripts run end to end (`--quick`) and end with their JSON figures.
+
+Timings and qualities are never asserted (the numbers of a smoke run mean nothing); this only
+keeps the scripts working as the library changes under them.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.parametrize("script, keys", [
+    ("engine_overhead.py", ["fit_throughput_ratio", "head_only_step_ratio",
+                            "child_fixed_cost_share"]),
+    ("quality.py", ["evolution_avg_test_accuracy", "evolution_params_per_task", "best_baseline",
+                    "best_baseline_avg_test_accuracy", "full_finetune_params_per_task",
+                    "bookkeeping_share"]),
+])
+def test_quick_run_ends_with_one_json_object_of_figures(script, keys, tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  proc = subprocess.run([sys.executable, os.path.join(_REPO, "benchmarks", script), "--quick"],
+                        capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  lines = proc.stdout.strip().splitlines()
+  assert len(lines) > 2, proc.stdout  # a table comes first
+  figures = json.loads(lines[-1])
+  for key in keys:
+    assert key in figures, (key, sorted(figures))
+    if key != "best_baseline":
+      assert isinstance(figures[key], (int, float)) and math.isfinite(figures[key]), (key, figures)
