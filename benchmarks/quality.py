@@ -158,13 +158,14 @@ def summarize(runs) -> dict:
   return out
 
 
-def format_tables(summary: dict, adapter_dim: int) -> str:
+def format_tables(summary: dict, adapter_dim: int, evolution: str = "µ2Net") -> str:
+  """`evolution` names the evolution rows: the config's parent sampling (µ2Net or muNet)."""
   name = {m: _LABELS.get(m, m) for m in summary}
   name["residual_adapters"] = f"Residual adapters dim={adapter_dim}"
   for m in summary:
     if m.startswith("evolution@"):
       sf = float(m.split("@")[1])
-      name[m] = "muNet" if sf == 1 else f"muNet scale factor={sf:g}"
+      name[m] = evolution if sf == 1 else f"{evolution} scale factor={sf:g}"
   width = max(len(v) for v in name.values()) + 2
   header = (f"{'Model':<{width}}{'max':>8}{'avg±std':>16}{'params/task':>13}"
             f"{'train steps':>13}{'train s':>9}")
@@ -247,7 +248,8 @@ def main(argv):
                   key=lambda m: float(m.split("@")[1]))
   summary = {m: summarize(runs[m]) for m in order}
   print()
-  print(format_tables(summary, bl.adapter_dim))
+  munet = ev.parent_sampling == type(ev).MUNET
+  print(format_tables(summary, bl.adapter_dim, "muNet" if munet else "µ2Net"))
 
   baseline_methods = [m for m in summary if not m.startswith("evolution@")]
   best = max(baseline_methods, key=lambda m: summary[m]["avg_test_accuracy"], default=None)
