@@ -167,15 +167,10 @@ class Setup:
   strategy: object
 
   def plan(self, kind, seed=1):
-    if kind == "head_only":
-      return baselines.plan("multi_head", self.store, self.config, self.task, self.root_specs,
-                            32, seed)
-    if kind == "adapters":
-      return baselines.plan("residual_adapters", self.store, self.config, self.task,
-                            self.root_specs, 32, seed)
-    if kind == "full":
-      return baselines.plan("full_finetune", self.store, self.config, self.task,
-                            self.root_specs, 32, seed)
+    method = {"head_only": "multi_head", "adapters": "residual_adapters",
+              "full": "full_finetune"}.get(kind)
+    if method is not None:
+      return baselines.plan(method, self.store, self.config, self.task, self.root_specs, 32, seed)
     if kind == "top_block":  # a typical mutation: the last block cloned, a new head
       planned = baselines.plan("multi_head", self.store, self.config, self.task,
                                self.root_specs, 32, seed)
@@ -333,16 +328,10 @@ def child_costs(setup, trainer, args, log):
 
 
 def aggregate_part(rows, mode, part):
-  """The share of the mix's total child time spent in one part of the fixed cost."""
+  """The share of the mix's total child time spent in `part` ("fixed" or one part of it)."""
   spent = [r[mode][f"{part}_s"] for r in rows.values() if mode in r]
   total = [r[mode]["total_s"] for r in rows.values() if mode in r]
   return float(sum(spent) / sum(total)) if total else None
-
-
-def aggregate_share(rows, mode):
-  fixed = [r[mode]["fixed_s"] for r in rows.values() if mode in r]
-  total = [r[mode]["total_s"] for r in rows.values() if mode in r]
-  return float(sum(fixed) / sum(total)) if total else None
 
 
 def main(argv=None):
@@ -373,8 +362,8 @@ def main(argv=None):
 
   fit_ratio = min(v["ratio"] for v in tp.values())
   head_ratio = tp["head_only"]["step_ms"] / tp["full"]["step_ms"]
-  warm = aggregate_share(children, "warm")
-  cold = aggregate_share(children, "cold")
+  warm = aggregate_part(children, "warm", "fixed")
+  cold = aggregate_part(children, "cold", "fixed")
   share = warm if warm is not None else cold
   validation = aggregate_part(children, "warm" if warm is not None else "cold", "epoch_ends")
   figures = {

@@ -59,33 +59,37 @@ _LABELS = {"multi_head": "Multi-head", "full_finetune": "Full fine-tuning",
            "residual_adapters": "Residual adapters"}
 
 
-def _configs(config, seed_offset: int, scale_factor=None):
-  """A validated copy of `config` with seeds moved by `seed_offset` (and a scale factor)."""
+def _edited(config, edit):
+  """A validated copy of `config` after `edit(proto)`."""
   from google.protobuf import text_format
   from mtsys.config import loader
   proto = type(config.proto)()
   proto.CopyFrom(config.proto)
-  proto.evolution.seed = config.proto.evolution.seed + seed_offset
-  proto.baselines.seed = config.proto.baselines.seed + seed_offset
-  if scale_factor is not None:
-    proto.evolution.score.scale_factor = scale_factor
+  edit(proto)
   return loader.parse(text_format.MessageToString(proto), config.path)
+
+
+def _configs(config, seed_offset: int, scale_factor=None):
+  """A copy of `config` with seeds moved by `seed_offset` (and a scale factor)."""
+  def edit(proto):
+    proto.evolution.seed += seed_offset
+    proto.baselines.seed += seed_offset
+    if scale_factor is not None:
+      proto.evolution.score.scale_factor = scale_factor
+  return _edited(config, edit)
 
 
 def _quick(config):
   """Tiny budgets for a smoke run; the baselines keep eq. 4's equal budget."""
-  from google.protobuf import text_format
-  from mtsys.config import loader
-  proto = type(config.proto)()
-  proto.CopyFrom(config.proto)
-  ev = proto.evolution
-  ev.task_iterations, ev.generations, ev.children_per_generation = 1, 1, 2
-  ev.epochs_per_child, ev.max_batches_per_epoch = 1, 5
-  if proto.root.HasField("pretrain"):
-    proto.root.pretrain.epochs, proto.root.pretrain.max_batches_per_epoch = 1, 5
-  for field in ("epochs", "max_batches_per_epoch", "batch_size"):
-    proto.baselines.ClearField(field)  # re-derived from the evolution budget
-  return loader.parse(text_format.MessageToString(proto), config.path)
+  def edit(proto):
+    ev = proto.evolution
+    ev.task_iterations, ev.generations, ev.children_per_generation = 1, 1, 2
+    ev.epochs_per_child, ev.max_batches_per_epoch = 1, 5
+    if proto.root.HasField("pretrain"):
+      proto.root.pretrain.epochs, proto.root.pretrain.max_batches_per_epoch = 1, 5
+    for field in ("epochs", "max_batches_per_epoch", "batch_size"):
+      proto.baselines.ClearField(field)  # re-derived from the evolution budget
+  return _edited(config, edit)
 
 
 def _mean_std(values):
@@ -94,13 +98,13 @@ def _mean_std(values):
   return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def run_evolution(config, directory: str, tasks, log) -> dict:
+def run_evolution(config, directory: str, tasks, task_data, log) -> dict:
   """One evolution run; returns per-task test accuracy, params per task, compute, timing."""
   from mtsys.evolution import accounting
   from mtsys.evolution import loop
   from mtsys.system import store as mstore
   store = mstore.Store.create(directory, config.proto)
-  evolver = loop.Evolver(config, store, log=log)
+  evolver = loop.Evolver(config, store, log=log, task_data=task_data)
   start = time.perf_counter()
   state = evolver.run(tasks=tasks)
   wall = time.perf_counter() - start
@@ -109,15 +113,10 @@ def run_evolution(config, directory: str, tasks, log) -> dict:
   system = accounting.system_params(paths, evolver.source.spec)
   return {
       "test": {r.task: r.test_accuracy for r in reports},
-      "validation": {r.task: r.validation_accuracy for r in reports},
-      "accounted": {r.task: r.accounted_params for r in reports},
-      "components": {r.task: r.num_components for r in reports},
       "params_per_task": system / max(1, len(paths)),
       "train_steps": int(state.train_steps),
-      "children": int(state.children_trained),
       "train_seconds": evolver.timing.training,
       "wall_seconds": wall,
-      "loop_seconds": evolver.timing.total,
       "bookkeeping_share": evolver.timing.bookkeeping_share,
   }
 
@@ -128,10 +127,9 @@ def run_baselines(config, directory: str, tasks, methods, log) -> dict:
   rows = baselines.run(config, directory, methods=methods, tasks=tasks, log=log)
   out = {}
   for r in rows:
-    m = out.setdefault(r.method, {"test": {}, "validation": {}, "params_per_task": 0.0,
+    m = out.setdefault(r.method, {"test": {}, "params_per_task": 0.0,
                                   "train_steps": 0, "train_seconds": 0.0})
     m["test"][r.task] = r.test_accuracy
-    m["validation"][r.task] = r.validation_accuracy
     m["params_per_task"] = r.params_per_task
     m["train_steps"] += r.train_steps
     m["train_seconds"] += r.train_seconds
@@ -196,9 +194,9 @@ def main(argv):
   tasks = list(FLAGS.tasks) if FLAGS.tasks else None
   if FLAGS.quick and not tasks:
     tasks = [t.name for t in config.tasks][:2]
-  for t in tasks or []:
-    config.task(t)
   task_names = tasks or [t.name for t in config.tasks]
+  from mtsys.evolution import loop
+  task_data = loop.load_tasks(config, task_names)  # checked once, shared by every run
   seeds = 1 if FLAGS.quick else FLAGS.seeds
   scale_factors = [float(s) for s in FLAGS.scale_factors]
   methods = list(FLAGS.methods) if FLAGS.methods else list(config.proto.baselines.methods)
@@ -221,7 +219,8 @@ def main(argv):
         print(f"[seed {i + 1}/{seeds}] evolution, scale factor {sf:g} "
               f"(evolution.seed={cfg.proto.evolution.seed})", flush=True)
         keras.backend.clear_session()
-        r = run_evolution(cfg, os.path.join(work, f"seed{i}", f"evolution-sf{sf:g}"), tasks, log)
+        r = run_evolution(cfg, os.path.join(work, f"seed{i}", f"evolution-sf{sf:g}"), tasks,
+                          task_data, log)
         print(f"  average test accuracy {np.mean(list(r['test'].values())):.4f}, "
               f"{r['params_per_task']:,.0f} params/task, {r['train_steps']:,} steps, "
               f"{r['wall_seconds']:.0f}s, bookkeeping {100 * r['bookkeeping_share']:.1f}%",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import tensorflow as tf
 
 
 def write_band_npz(directory: str, name: str, seed: int, *, classes: int = 3, n: int = 150,
@@ -23,3 +24,14 @@ def write_band_npz(directory: str, name: str, seed: int, *, classes: int = 3, n:
   path = os.path.join(directory, f"{name}.npz")
   np.savez(path, image=images, label=labels)
   return path
+
+
+def corrupt_file(path: str, offset: int = -10) -> None:
+  """Flips every bit of the byte at `offset` (negative counts from the end) of the file at
+  `path`, through `tf.io.gfile` so any TensorFlow filesystem (e.g. ram://) works: enough to
+  break a checksum while keeping the file's size."""
+  with tf.io.gfile.GFile(path, "rb") as f:
+    data = bytearray(f.read())
+  data[offset] ^= 0xFF
+  with tf.io.gfile.GFile(path, "wb") as f:
+    f.write(bytes(data))

@@ -186,8 +186,7 @@ def _validate_pretrain(root: mtsys_pb2.RootModel, task_names, space, fail, posit
     if name not in space:
       fail(f"root.pretrain.hparams['{name}']", f"a hyperparameter name, one of {sorted(space)}",
            name)
-    want = {hp.NUMBER: (int, float), hp.FLAG: bool, hp.CHOICE: str}[space[name].kind]
-    if value is None or not isinstance(value, want) or (want != bool and isinstance(value, bool)):
+    if not isinstance(value, _PY_TYPE[space[name].kind]):
       fail(f"root.pretrain.hparams['{name}']", f"a {space[name].kind} value", value)
   if "image_size" in values and values["image_size"] != root.image_size:
     fail("root.pretrain.hparams['image_size']", f"root.image_size={root.image_size}",
@@ -231,6 +230,10 @@ def _validate_root(root: mtsys_pb2.RootModel, fail) -> vit_sizes.VitArch:
   return arch
 
 
+# The Python type of an HParamValue's oneof field, by hyperparameter kind (bool is not a float).
+_PY_TYPE = {hp.NUMBER: float, hp.FLAG: bool, hp.CHOICE: str}
+
+
 def _value_of(v: mtsys_pb2.HParamValue):
   kind = v.WhichOneof("kind")
   return None if kind is None else getattr(v, kind)
@@ -247,11 +250,9 @@ def _validate_search_space(proto, arch, fail) -> dict:
     values = [_value_of(v) for v in spec.values]
     if not values:
       fail(f"{field}.values", f"a non-empty list of values for '{spec.name}'", [])
-    want = {hp.NUMBER: float, hp.FLAG: bool, hp.CHOICE: str}[known.kind]
-    kind_name = {hp.NUMBER: "number", hp.FLAG: "flag", hp.CHOICE: "choice"}[known.kind]
     for v in values:
-      if not isinstance(v, want):
-        fail(f"{field}.values", f"{kind_name} values for '{spec.name}'", v)
+      if not isinstance(v, _PY_TYPE[known.kind]):
+        fail(f"{field}.values", f"{known.kind} values for '{spec.name}'", v)
     if known.kind == hp.NUMBER and any(a >= b for a, b in zip(values, values[1:])):
       fail(f"{field}.values", f"values of '{spec.name}' sorted ascending without repeats", values)
     if len(set(values)) != len(values):

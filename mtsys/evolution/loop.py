@@ -137,22 +137,12 @@ class Evolver:
     # small. The cache keys models by strategy object, so the per-device strategies are kept too.
     self.cache = trainer.ModelCache(max_models=max(4, 2 * len(self.devices)))
     self._device_strategies = [tf.distribute.OneDeviceStrategy(d) for d in self.devices]
-    self.root_ids = self._ensure_root()
-    self.root_params = sum(self.source.spec(c).param_count for c in self.root_ids)
-    self.root_flops = max(1, sum(self.source.spec(c).flops for c in self.root_ids))
+    root = pretrain.ensure_root(store, config, strategy=self.strategy, log=self.log)
+    self.root_ids = [spec.id for spec in root]
+    self.root_params = sum(spec.param_count for spec in root)
+    self.root_flops = max(1, sum(spec.flops for spec in root))
 
   # ------------------------------------------------------------------ set-up
-  def _ensure_root(self) -> list[str]:
-    ids = mroot.root_ids(self.config)
-    if not all(self.store.has_component(c) for c in ids):
-      # A new system (or one whose first run died while writing its root): random or
-      # pretrained root, written once. A resumed run never pretrains again.
-      for spec, weights, slots in pretrain.root_components(self.config, strategy=self.strategy,
-                                                           log=self.log):
-        if not self.store.has_component(spec.id):
-          self.store.write_component(spec, weights, slots)
-    return ids
-
   def task_data(self, name: str) -> "mdata.TaskData":
     if name not in self._task_data:
       self._task_data.update(load_tasks(self.config, [name]))
@@ -192,10 +182,7 @@ class Evolver:
       if not pending:
         break
       low = min(state.iterations_done[n] for n in pending)
-      state.task = next(n for n in pending if state.iterations_done[n] == low)
-      state.generations_done = 0
-      del state.population[:]
-      state.selections.clear()
+      mstore.reset_active_phase(state, next(n for n in pending if state.iterations_done[n] == low))
       current = self.store.read_path(state.task)
       if current is not None:
         state.population.append(current)
@@ -340,10 +327,7 @@ class Evolver:
         self.store.delete_component(cid)
         self.source.forget(cid)
     state.iterations_done[task.name] = state.iterations_done[task.name] + 1
-    state.task = ""
-    state.generations_done = 0
-    del state.population[:]
-    state.selections.clear()
+    mstore.reset_active_phase(state)
     self.store.write_evolution_state(state)
     self.log(f"Task '{task.name}' iteration {state.iterations_done[task.name]}: best path "
              f"{best.id} score {best.score:.4f}, validation "

@@ -85,10 +85,7 @@ def remove_task(store: mstore.Store, task_name: str) -> RemovalReport:
     del evo.iterations_done[task_name]
     changed = True
   if evo.task == task_name:
-    evo.task = ""
-    evo.generations_done = 0
-    del evo.population[:]
-    evo.selections.clear()
+    mstore.reset_active_phase(evo)
     report.cleared_active_phase = changed = True
   if path is not None and path.id in evo.selections:  # another task had sampled it as a parent
     del evo.selections[path.id]

@@ -82,14 +82,8 @@ def make_root(config: loader.Config) -> list[tuple[mtsys_pb2.ComponentSpec, list
   size, channels = config.proto.root.image_size, config.proto.root.channels
   assembly.chain(layers, size, channels, name="root")  # builds every layer
   shape = (size, size, channels)
-  out, block = [], 0
-  for layer in layers:
-    kind = type(layer).kind
-    if kind == "transformer_block":
-      cid = f"{ROOT_PREFIX}.{kind}.{block}"
-      block += 1
-    else:
-      cid = f"{ROOT_PREFIX}.{kind}"
+  out = []
+  for layer, cid in zip(layers, root_ids(config), strict=True):
     out.append((spec_for(layer, cid, input_shape=shape), [np.array(w) for w in layer.get_weights()]))
     shape = tuple(layer.compute_output_shape((1, *shape)))[1:]
   return out

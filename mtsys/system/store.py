@@ -145,6 +145,7 @@ class Store:
       raise IncompatibleSchemaError(
           f"The system at {self.root} was written with schema version {state.schema_version}; "
           f"this mtsys reads version {SCHEMA_VERSION}. Use a matching mtsys release.")
+    self._sources = list(state.component_sources)
     return state
 
   def write_config(self, config: mtsys_pb2.SystemConfig) -> None:
@@ -236,11 +237,18 @@ class Store:
     return out
 
   def read_component_spec(self, component_id: str) -> mtsys_pb2.ComponentSpec:
+    return self._read_spec_at(component_id, self._locate(component_id))
+
+  def _locate(self, component_id: str) -> str:
+    """component_root, raising KeyError when no directory holds the component."""
     root = self.component_root(component_id)
     if root is None:
       raise KeyError(f"No component '{component_id}' in {self.root}"
                      + (f" or its component sources {self.component_sources}."
                         if self.component_sources else "."))
+    return root
+
+  def _read_spec_at(self, component_id: str, root: str) -> mtsys_pb2.ComponentSpec:
     return self._parse(_join(self._component_dir(component_id, root), _MANIFEST),
                        mtsys_pb2.ComponentSpec())
 
@@ -257,11 +265,15 @@ class Store:
   def _read_checked(self, component_id: str, file_name: str, sha: str) -> list[np.ndarray]:
     root = self.component_root(component_id) or self.root  # missing: name the own file
     path = _join(self._component_dir(component_id, root), file_name)
+    return _npz_arrays(self._read_verified(path, sha), path)
+
+  def _read_verified(self, path: str, sha: str) -> bytes:
+    """The file's bytes; CorruptFileError naming it when they do not match `sha`."""
     data = self._read(path)
     if _sha256(data) != sha:
       raise CorruptFileError(f"Checksum mismatch in {path}: the file is corrupt "
                              f"(expected sha256 {sha}, got {_sha256(data)}).")
-    return _npz_arrays(data, path)
+    return data
 
   def materialize_component(self, component_id: str) -> bool:
     """Copies a component this fork reads from a component source into its own directory.
@@ -274,22 +286,14 @@ class Store:
     """
     if self.holds_component(component_id):
       return False
-    root = self.component_root(component_id)
-    if root is None:
-      raise KeyError(f"No component '{component_id}' in {self.root} or its component sources "
-                     f"{self.component_sources}.")
-    spec = self._parse(_join(self._component_dir(component_id, root), _MANIFEST),
-                       mtsys_pb2.ComponentSpec())
+    root = self._locate(component_id)
+    spec = self._read_spec_at(component_id, root)
     src_dir, dst_dir = self._component_dir(component_id, root), self._component_dir(component_id)
     tf.io.gfile.makedirs(dst_dir)
     for name, sha in ((spec.weights_file, spec.weights_sha256),
                       (spec.optimizer_file, spec.optimizer_sha256)):
-      if name:
-        data = self._read(_join(src_dir, name))
-        if _sha256(data) != sha:  # never copy corruption into the fork
-          raise CorruptFileError(f"Checksum mismatch in {_join(src_dir, name)}: the file is "
-                                 f"corrupt (expected sha256 {sha}, got {_sha256(data)}).")
-        self._write_plain(_join(dst_dir, name), data)
+      if name:  # verified first: never copy corruption into the fork
+        self._write_plain(_join(dst_dir, name), self._read_verified(_join(src_dir, name), sha))
     self._write_atomic(_join(dst_dir, _MANIFEST), spec.SerializeToString())
     return True
 
@@ -410,3 +414,12 @@ class Store:
 def component_ids_of(paths: Iterable[mtsys_pb2.PathSpec]) -> set[str]:
   """Every component id used by `paths`."""
   return {c for p in paths for c in p.component_ids}
+
+
+def reset_active_phase(state: mtsys_pb2.EvolutionState, task: str = "") -> None:
+  """Makes `task` the active task ("" for none) with no generation, population or parent
+  selections yet (starting, finishing or discarding an active phase)."""
+  state.task = task
+  state.generations_done = 0
+  del state.population[:]
+  state.selections.clear()

@@ -49,28 +49,6 @@ class BaselineResult:
     return dataclasses.asdict(self)
 
 
-def _ensure_root(store: mstore.Store, config: loader.Config, root_from: Optional[mstore.Store],
-                 strategy, log) -> list[mtsys_pb2.ComponentSpec]:
-  """Writes the root into `store` unless there: copied from `root_from` when that system has
-  it (so baselines start from the very root an evolution used), else random or pretrained."""
-  ids = mroot.root_ids(config)
-  if root_from is not None and all(root_from.has_component(c) for c in ids):
-    source = []
-    for cid in ids:
-      spec = root_from.read_component_spec(cid)
-      source.append((spec, root_from.read_weights(spec), root_from.read_optimizer_slots(spec)))
-  else:
-    source = pretrain.root_components(config, strategy=strategy, log=log)
-  specs = []
-  for spec, weights, slots in source:
-    if not store.has_component(spec.id):
-      spec = store.write_component(spec, weights, slots)  # sets its own files
-    else:
-      spec = store.read_component_spec(spec.id)
-    specs.append(spec)
-  return specs
-
-
 def plan(method: str, store: mstore.Store, config: loader.Config, task: mtsys_pb2.TaskSpec,
          root_specs: Sequence[mtsys_pb2.ComponentSpec], adapter_dim: int,
          seed: int) -> list[assembly.PlannedComponent]:
@@ -123,7 +101,8 @@ def run(config: loader.Config, output_dir: str, *, methods: Optional[Sequence[st
   results = []
   for method in methods:
     store = mstore.Store.create(f"{output_dir.rstrip('/')}/{method}", config.proto)
-    root_specs = _ensure_root(store, config, root_from, strategy, log)
+    root_specs = pretrain.ensure_root(store, config, root_from=root_from, strategy=strategy,
+                                        log=log)
     method_rows = []
     for i, task in enumerate(task_specs):
       log(f"[{method}] task {i + 1}/{len(task_specs)} '{task.name}': training "

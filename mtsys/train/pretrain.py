@@ -27,6 +27,7 @@ from mtsys.protos import mtsys_pb2
 from mtsys.system import assembly
 from mtsys.system import paths as mpaths
 from mtsys.system import root as mroot
+from mtsys.system import store as mstore
 from mtsys.train import trainer
 
 # (serialised RootModel) -> [(spec, weights, optimizer slots)], computed once per process.
@@ -60,6 +61,30 @@ def root_components(config: loader.Config, *, strategy: Optional[tf.distribute.S
   if key not in _PRETRAINED:
     _PRETRAINED[key] = _pretrain(config, strategy, log)
   return [(_copy(spec), weights, slots) for spec, weights, slots in _PRETRAINED[key]]
+
+
+def ensure_root(store: mstore.Store, config: loader.Config, *,
+                root_from: Optional[mstore.Store] = None,
+                strategy: Optional[tf.distribute.Strategy] = None,
+                log: Callable[[str], None] = print) -> list[mtsys_pb2.ComponentSpec]:
+  """Writes whatever part of the root `store` lacks; returns the stored root specs in path order.
+
+  Nothing is computed when the store holds the root already (a resumed run never pretrains
+  again). Otherwise the missing components are copied from `root_from` when that system holds the
+  root (baselines start from the very root an evolution used), else made by `root_components`.
+  """
+  ids = mroot.root_ids(config)
+  missing = [c for c in ids if not store.has_component(c)]
+  if missing:
+    if root_from is not None and all(root_from.has_component(c) for c in ids):
+      specs = [root_from.read_component_spec(c) for c in missing]
+      source = [(s, root_from.read_weights(s), root_from.read_optimizer_slots(s)) for s in specs]
+    else:
+      source = [c for c in root_components(config, strategy=strategy, log=log)
+                if c[0].id in missing]
+    for spec, weights, slots in source:
+      store.write_component(spec, weights, slots)  # sets its own file names and checksums
+  return [store.read_component_spec(c) for c in ids]
 
 
 def _copy(spec: mtsys_pb2.ComponentSpec) -> mtsys_pb2.ComponentSpec:

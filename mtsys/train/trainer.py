@@ -43,10 +43,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import threading
 import time
+import typing
 from typing import Mapping, Optional, Sequence
 
 import keras
@@ -268,7 +270,8 @@ def make_optimizer(hparams: Mapping[str, object], total_steps: int) -> keras.opt
 
 # --- XLA ----------------------------------------------------------------------------------------
 
-def _has_accelerator() -> bool:
+@functools.cache
+def _has_accelerator() -> bool:  # physical devices are fixed once TensorFlow has started
   return any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
 
 
@@ -380,38 +383,47 @@ class ModelCache:
     with self._lock:
       self._serial += 1
       self._idle[(entry.key, self._serial)] = entry
-      while len(self._idle) > self.max_models:
-        self._idle.popitem(last=False)
+      self._trim(self._idle)
+
+  def _trim(self, table: collections.OrderedDict) -> None:
+    while len(table) > self.max_models:  # least recently used first
+      table.popitem(last=False)
+
+  # Per-task-data tables (_eval_data, _features): keyed by (id(task_data), *key), holding
+  # (task_data, *value) so that a recycled id of another TaskData never matches.
+  def _lookup(self, table, task_data, key) -> Optional[tuple]:
+    with self._lock:
+      hit = table.get((id(task_data), *key))
+    return hit[1:] if hit is not None and hit[0] is task_data else None
+
+  def _touch(self, table, task_data, key) -> None:
+    with self._lock:
+      if (id(task_data), *key) in table:
+        table.move_to_end((id(task_data), *key))
+
+  def _store(self, table, task_data, key, *value) -> None:
+    with self._lock:
+      table[(id(task_data), *key)] = (task_data, *value)
+      self._trim(table)
 
   def _get_eval_data(self, task_data, key):
-    with self._lock:
-      hit = self._eval_data.get((id(task_data), *key))
-      if hit is not None and hit[0] is task_data:
-        self._eval_data.move_to_end((id(task_data), *key))
-        return hit[1:]
-      return None
+    hit = self._lookup(self._eval_data, task_data, key)
+    if hit is not None:
+      self._touch(self._eval_data, task_data, key)
+    return hit  # (images, labels) or None
 
   def _put_eval_data(self, task_data, key, images, labels) -> None:
-    with self._lock:
-      self._eval_data[(id(task_data), *key)] = (task_data, images, labels)
-      while len(self._eval_data) > self.max_models:
-        self._eval_data.popitem(last=False)
+    self._store(self._eval_data, task_data, key, images, labels)
 
   def _get_features(self, task_data, key, prefix_weights):
-    with self._lock:
-      hit = self._features.get((id(task_data), *key))
-    if hit is None or hit[0] is not task_data or not _same_arrays(hit[1], prefix_weights):
+    hit = self._lookup(self._features, task_data, key)
+    if hit is None or not _same_arrays(hit[0], prefix_weights):  # compared outside the lock
       return None
-    with self._lock:
-      if (id(task_data), *key) in self._features:
-        self._features.move_to_end((id(task_data), *key))
-    return hit[2]
+    self._touch(self._features, task_data, key)
+    return hit[1]
 
   def _put_features(self, task_data, key, prefix_weights, features) -> None:
-    with self._lock:
-      self._features[(id(task_data), *key)] = (task_data, prefix_weights, features)
-      while len(self._features) > self.max_models:
-        self._features.popitem(last=False)
+    self._store(self._features, task_data, key, prefix_weights, features)
 
 
 def _same_arrays(a, b) -> bool:
@@ -427,10 +439,23 @@ def _component_key(p: assembly.PlannedComponent) -> tuple:
   return (p.spec.kind, json.dumps(config, sort_keys=True), bool(p.trainable))
 
 
-def _cache_key(planned, image_size, channels, jit_compile, settings: _OptimizerSettings) -> tuple:
-  return (tuple(_component_key(p) for p in planned), int(image_size), int(channels),
-          repr(jit_compile), keras.config.dtype_policy().name,
-          settings.schedule_class.__name__, settings.nesterov)
+class _CacheKey(typing.NamedTuple):
+  """What a reused model must share with the path it trains."""
+
+  components: tuple
+  image_size: int
+  channels: int
+  jit_compile: str  # repr: True, False or "auto"
+  dtype_policy: str
+  schedule: str
+  nesterov: bool
+
+
+def _cache_key(planned, image_size, channels, jit_compile,
+               settings: _OptimizerSettings) -> _CacheKey:
+  return _CacheKey(tuple(_component_key(p) for p in planned), int(image_size), int(channels),
+                   repr(jit_compile), keras.config.dtype_policy().name,
+                   settings.schedule_class.__name__, settings.nesterov)
 
 
 def _check_shapes(layer, p: assembly.PlannedComponent) -> None:
@@ -630,8 +655,8 @@ def _evaluator(entry: _Entry, planned, task_data, split, *, batch_size, image_si
   prefix = planned[:k]
   cacheable = cache is not None and all(p.weights is not None for p in prefix)
   devices = _device_types(entry.strategy)
-  key = (split, int(image_size), int(channels), entry.key[3:5], devices,  # numerics
-         tuple(p.spec.id for p in prefix))
+  numerics = (entry.key.jit_compile, entry.key.dtype_policy, devices)
+  key = (split, int(image_size), int(channels), numerics, tuple(p.spec.id for p in prefix))
   prefix_weights = [list(p.weights) for p in prefix] if cacheable else None
   features = cache._get_features(task_data, key, prefix_weights) if cacheable else None
   if features is None:

@@ -34,3 +34,6 @@ def test_quick_run_ends_with_one_json_object_of_figures(script, keys, tmp_path):
     assert key in figures, (key, sorted(figures))
     if key != "best_baseline":
       assert isinstance(figures[key], (int, float)) and math.isfinite(figures[key]), (key, figures)
+  if script == "quality.py":
+    assert figures["best_baseline"] in figures["methods"], (figures["best_baseline"],
+                                                            sorted(figures["methods"]))

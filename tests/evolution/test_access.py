@@ -20,6 +20,7 @@ from mtsys.protos import mtsys_pb2
 from mtsys.system import admin
 from mtsys.system import assembly
 from mtsys.system import paths as mpaths
+from mtsys.system import root as mroot
 from mtsys.system import store as mstore
 
 _PUBLIC, _PRIVATE, _GROUPS = (mtsys_pb2.Access.PUBLIC, mtsys_pb2.Access.PRIVATE,
@@ -191,7 +192,6 @@ def _task(name, visibility=_PUBLIC, groups=()):
 
 
 def test_may_use():
-  from mtsys.system import root as mroot
   pub, priv = _task("pub"), _task("priv", _PRIVATE)
   g1, g2, h = _task("g1", _GROUPS, ["g"]), _task("g2", _GROUPS, ["g", "x"]), _task("h", _GROUPS, ["h"])
   everyone = (pub, priv, g1, g2, h)
@@ -212,8 +212,6 @@ def test_may_use():
 
 
 def test_access_never_widens_along_clones():
-  from mtsys.system import paths as mpaths
-  from mtsys.system import root as mroot
   tasks = [_task("pub"), _task("priv", _PRIVATE), _task("g1", _GROUPS, ["g"]),
            _task("g2", _GROUPS, ["g", "x"])]
   accesses = [mroot.task_access(t) for t in tasks] + [mtsys_pb2.ComponentAccess()]

@@ -32,7 +32,7 @@ def env(tmp_path_factory):
   store = mstore.Store.create(str(tmp_path_factory.mktemp("mut") / "system"), config.proto)
   for spec, weights in mroot.make_root(config):
     store.write_component(spec, weights)
-  root_ids = [spec.id for spec, _ in mroot.make_root(config)]
+  root_ids = mroot.root_ids(config)
   rng = np.random.default_rng(0)
   task_a = config.task("a")
   hidden = config.arch.hidden_size
@@ -95,12 +95,15 @@ def test_clone_never_reuses_an_id_and_keeps_weights_and_momentum(env):
     assert p.spec.cloned_from == pid and p.spec.created_by_task == "a"
     src = store.read_component_spec(pid)
     assert dict(p.spec.trained_on) == dict(src.trained_on)  # the knowledge record is inherited
-    for w, s in zip(p.weights, store.read_weights(src)):
+    src_weights = store.read_weights(src)
+    assert len(p.weights) == len(src_weights) > 0, pid
+    for w, s in zip(p.weights, src_weights):
       np.testing.assert_array_equal(w, s)
     slots = store.read_optimizer_slots(src)
     if slots is None:
       assert p.optimizer_slots is None
     else:  # the momentum of the ancestor that trained it last
+      assert p.optimizer_slots is not None and len(p.optimizer_slots) == len(slots) > 0, pid
       for m, s in zip(p.optimizer_slots, slots):
         np.testing.assert_array_equal(m, s)
     assert not p.spec.weights_sha256 and not p.spec.weights_file
@@ -254,7 +257,6 @@ def test_hparam_mutations_only_move_to_neighbours(env):
 
 
 def test_missing_hparams_start_at_their_defaults(env):
-  child = _mutate(env)
   partial = {k: v for k, v in _mu(env).items() if k != "learning_rate"}
   rng = np.random.default_rng(0)
   child = mutations.mutate(env["path"], partial, env["config"].task("a"), env["space"],

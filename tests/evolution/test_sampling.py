@@ -65,6 +65,13 @@ def test_final_fallback_is_uniform_over_everything():
 
 
 def test_empty_population_goes_to_the_others_and_nothing_fails():
+  # The others step: "y" (99 selections) is rejected and "x" (0) always accepted, whatever the
+  # order; the uniform fallback would give "y" half the time.
+  others = _paths(("x", 0.0), ("y", 0.5))
+  selections = {"y": 99}
+  assert {sampling.sample_mu2net([], others, selections, np.random.default_rng(seed)).id
+          for seed in range(50)} == {"x"}
+  # Every candidate rejected: the uniform fallback still returns one.
   others = _paths(("x", 0.0))
   assert sampling.sample_mu2net([], others, {"x": 99}, np.random.default_rng(0)).id == "x"
   with pytest.raises(ValueError, match="No parent to sample"):

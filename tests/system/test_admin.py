@@ -2,13 +2,13 @@
 predictions change) and forking a system (shares the write-once components, never writes to the
 source), on a local directory and on TensorFlow's ram:// filesystem."""
 
-import os
 import uuid
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from mtsys import testing
 from mtsys.config import loader
 from mtsys.protos import mtsys_pb2
 from mtsys.system import admin
@@ -22,14 +22,7 @@ _TASKS = (("pub", "PUBLIC"), ("user", "PUBLIC"), ("priv", "PRIVATE"), ("g1", "GR
 
 
 def _npz(directory, name, seed):
-  rng = np.random.default_rng(seed)
-  labels = rng.integers(0, 3, 90)
-  images = rng.integers(0, 50, (90, 8, 8), dtype=np.uint8)
-  for i, c in enumerate(labels):
-    images[i, c * 2:c * 2 + 3, :] += 200
-  path = os.path.join(directory, f"{name}.npz")
-  np.savez(path, image=images, label=labels)
-  return path
+  return testing.write_band_npz(str(directory), name, seed, n=90)
 
 
 def _config(directory, tasks=_TASKS, evolution=""):
@@ -55,7 +48,7 @@ class _System:
   def __init__(self, store, config, seed=1):
     self.config, self.store = config, store
     self.rng = np.random.default_rng(seed)
-    self.root_ids = [spec.id for spec, _ in mroot.make_root(config)]
+    self.root_ids = mroot.root_ids(config)
     self.hidden = config.arch.hidden_size
     self.orphan = None
 
@@ -303,6 +296,10 @@ def test_fork_shares_components_and_never_writes_the_source(base, tmp_path):
       np.testing.assert_array_equal(a, b)
     slots, src_slots = dst.read_optimizer_slots(spec), src.read_optimizer_slots(spec)
     assert (slots is None) == (src_slots is None)
+    if slots is not None:
+      assert len(slots) == len(src_slots)
+      for a, b in zip(slots, src_slots):
+        np.testing.assert_array_equal(a, b)
   for task in src_paths:  # a fork predicts exactly as its source
     np.testing.assert_array_equal(_predictions(dst, task), _predictions(src, task))
 
@@ -388,11 +385,7 @@ def test_corrupt_source_component_is_not_copied_by_detach(base, tmp_path):
   dst = admin.fork(f"{base}/src", f"{base}/dst")
   cid = s.root_ids[0]
   path = f"{base}/src/components/{cid}/weights.npz"
-  with tf.io.gfile.GFile(path, "rb") as f:
-    data = bytearray(f.read())
-  data[-10] ^= 0xFF
-  with tf.io.gfile.GFile(path, "wb") as f:
-    f.write(bytes(data))
+  testing.corrupt_file(path)
   with pytest.raises(mstore.CorruptFileError, match=f"Checksum mismatch in {path}"):
     dst.read_weights(dst.read_component_spec(cid))
   with pytest.raises(mstore.CorruptFileError, match="Checksum mismatch"):

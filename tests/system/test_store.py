@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mtsys import testing
 from mtsys.protos import mtsys_pb2
 from mtsys.system import store as mstore
 
@@ -74,11 +75,7 @@ def test_corrupt_weights_name_the_file(root):
   store = _store(root)
   spec, _, _ = _component(store)
   path = f"{root}/components/c1/weights.npz"
-  with tf.io.gfile.GFile(path, "rb") as f:
-    data = bytearray(f.read())
-  data[-10] ^= 0xFF
-  with tf.io.gfile.GFile(path, "wb") as f:
-    f.write(bytes(data))
+  testing.corrupt_file(path)
   with pytest.raises(mstore.CorruptFileError, match=f"Checksum mismatch in {path}"):
     store.read_weights(spec)
 

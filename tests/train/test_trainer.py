@@ -17,17 +17,9 @@ from mtsys.train import trainer
 
 
 @pytest.fixture(scope="module")
-def task_npz(tmp_path_factory):
+def task_npz(thirds_npz):
   """A learnable 3-class task: which third of the 8x8 image is bright."""
-  rng = np.random.default_rng(0)
-  n = 600
-  labels = rng.integers(0, 3, n)
-  images = rng.integers(0, 60, (n, 8, 8), dtype=np.uint8)
-  for i, c in enumerate(labels):
-    images[i, :, c * 3:c * 3 + 2] += 180
-  path = tmp_path_factory.mktemp("data") / "thirds.npz"
-  np.savez(path, image=images, label=labels)
-  return str(path)
+  return thirds_npz(seed=0, n=600)
 
 
 def _config(npz):

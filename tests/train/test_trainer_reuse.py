@@ -19,24 +19,18 @@ import tensorflow as tf
 from mtsys import data as mdata
 from mtsys.config import hparams as hp
 from mtsys.config import loader
+from mtsys.protos import mtsys_pb2
 from mtsys.system import assembly
 from mtsys.system import paths as mpaths
 from mtsys.system import root as mroot
+from mtsys.train import strategy as mstrategy
 from mtsys.train import trainer
 
 
 @pytest.fixture(scope="module")
-def task_npz(tmp_path_factory):
+def task_npz(thirds_npz):
   """A learnable 3-class task: which third of the 8x8 image is bright."""
-  rng = np.random.default_rng(1)
-  n = 480
-  labels = rng.integers(0, 3, n)
-  images = rng.integers(0, 60, (n, 8, 8), dtype=np.uint8)
-  for i, c in enumerate(labels):
-    images[i, :, c * 3:c * 3 + 2] += 180
-  path = tmp_path_factory.mktemp("data") / "thirds.npz"
-  np.savez(path, image=images, label=labels)
-  return str(path)
+  return thirds_npz(seed=1, n=480)
 
 
 @pytest.fixture(scope="module")
@@ -192,11 +186,7 @@ def test_a_model_in_use_is_not_handed_out_twice(config, task_data):
 
 
 def test_reuse_under_a_mirrored_strategy(config, task_data):
-  # Reduction through one device, not collective ops: two strategies with collective ops over
-  # the same devices in one process (test_trainer.py makes one) clash on collective keys.
-  cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-  strategy = tf.distribute.MirroredStrategy(
-      cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
+  strategy = mstrategy.make_strategy(mtsys_pb2.DistributionConfig(strategy="mirrored"))
   assert strategy.num_replicas_in_sync == 2  # tests/conftest.py splits the CPU
   cache = trainer.ModelCache()
   _train(_plan(config, ("transformer_block",), perturb=0.05, seed=1), task_data, _HP,
@@ -289,9 +279,11 @@ def test_schedules_follow_keras(schedule):
   assert read.experimental_get_tracing_count() == 1
 
 
-def test_jit_auto_is_off_without_accelerators():
-  has_accelerator = any(d.device_type != "CPU" for d in tf.config.list_physical_devices())
-  assert trainer.resolve_jit_compile("auto") == ("auto" if has_accelerator else False)
+def test_jit_auto_is_on_only_with_an_accelerator(monkeypatch):
+  monkeypatch.setattr(trainer, "_has_accelerator", lambda: True)
+  assert trainer.resolve_jit_compile("auto") == "auto"
+  monkeypatch.setattr(trainer, "_has_accelerator", lambda: False)
+  assert trainer.resolve_jit_compile("auto") is False
   assert trainer.resolve_jit_compile(True) is True
   assert trainer.resolve_jit_compile(False) is False
 
