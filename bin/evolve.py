@@ -15,7 +15,6 @@ import sys
 # The repo root replaces bin/ on the path, so bin/inspect.py cannot shadow the inspect module.
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from absl import app
 from absl import flags
 
 from bin import common
@@ -63,9 +62,15 @@ def main(argv):
     mstrategy.split_cpu(FLAGS.cpu_devices)
   from mtsys.system import admin
   if FLAGS.remove_task:
-    report = admin.remove_task(mstore.Store.open(FLAGS.system_dir), FLAGS.remove_task)
+    system = mstore.Store.open(FLAGS.system_dir)
+    report = admin.remove_task(system, FLAGS.remove_task)
     print(f"Removed task '{report.task}': {len(report.removed_components)} components deleted, "
           f"{len(report.kept_in_use)} kept because other tasks use them.")
+    if report.retained_in_sources:
+      # A fork cannot delete what it reads from its sources: say so (private data may remain).
+      print(f"{len(report.retained_in_sources)} of its components stay readable in this fork's "
+            f"component sources {system.component_sources}; remove the task there too to delete "
+            "them.")
     return
   # Bad input (unknown tasks, bad data, an incompatible system) fails before the store is touched.
   task_data = loop.load_tasks(config, FLAGS.tasks or [t.name for t in config.tasks])

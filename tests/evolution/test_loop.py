@@ -178,3 +178,41 @@ def test_variants_run_end_to_end(tmp_path, variant, expect_keys):
     path = store.read_path(task)
     assert expect_keys <= set(path.hparams), sorted(path.hparams)
     assert path.metrics.test_accuracy > 0
+
+
+def test_fork_and_remove_task_from_the_command_line(tmp_path):
+  text = _config_text(tmp_path, ["a", "b"]).replace(
+      'task { name: "b" num_classes: 3', 'task { name: "b" num_classes: 3 '
+      'access { visibility: PRIVATE }')
+  config = loader.parse(text)
+  assert config.task("b").access.visibility == mtsys_pb2.Access.PRIVATE
+  config_path = tmp_path / "tiny.textproto"
+  config_path.write_text(text)
+  source = mstore.Store.create(str(tmp_path / "source"), config.proto)
+  loop.Evolver(config, source, log=lambda m: None).run()
+  private = [c for c in source.component_ids()
+             if list(source.read_component_spec(c).access.tasks) == ["b"]]
+  assert private  # b's own components, which only b may use
+
+  def evolve(*flags):
+    return subprocess.run([sys.executable, os.path.join(_REPO, "bin", "evolve.py"),
+                           f"--config={config_path}", *flags],
+                          capture_output=True, text=True, timeout=600)
+
+  fork = tmp_path / "fork"
+  done = evolve(f"--system_dir={fork}", f"--fork_from={tmp_path / 'source'}")
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert f"Forked {tmp_path / 'source'} into {fork}." in done.stdout
+
+  # The fork cannot delete what it reads from its source, and says so.
+  done = evolve(f"--system_dir={fork}", "--remove_task=b")
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "Removed task 'b'" in done.stdout
+  assert (f"{len(private)} of its components stay readable in this fork's component sources "
+          f"['{tmp_path / 'source'}']") in done.stdout
+  assert sorted(mstore.Store.open(str(fork)).paths()) == ["a"]
+  assert all(source.has_component(c) for c in private)  # the source is untouched
+
+  done = evolve(f"--system_dir={fork}", "--remove_task=zzz")
+  assert done.returncode == 2
+  assert "Unknown task 'zzz'; expected one of ['a']" in done.stderr
