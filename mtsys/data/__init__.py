@@ -13,6 +13,8 @@ from mtsys.data.task_data import TaskData
 from mtsys.data.task_data import check_image_size
 from mtsys.data.pipeline import augmentation_params
 from mtsys.data.pipeline import make_dataset
+from mtsys.data.pipeline import preprocess
+from mtsys.data.task_data import convert_channels
 from mtsys.data.samples import render_samples
 # Importing the source modules registers them.
 from mtsys.data import builtin
@@ -23,6 +25,6 @@ from mtsys.data.builtin import get_builtin
 
 __all__ = [
     "SPLITS", "TaskData", "augmentation_params", "builtin_names", "check_image_size",
-    "get_builtin", "load_task", "make_dataset", "register_source", "render_samples",
-    "source_names",
+    "convert_channels", "get_builtin", "load_task", "make_dataset", "preprocess",
+    "register_source", "render_samples", "source_names",
 ]

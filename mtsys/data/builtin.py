@@ -38,18 +38,23 @@ class Builtin:
   sizes: tuple  # (train, validation, test)
   make: Callable[[], Arrays]  # uncached; deterministic
   doc: str = ""
+  class_names: tuple = ()  # by label index; () when the classes have no names
 
 
 _BUILTINS: dict[str, Builtin] = {}
 
 
-def register_builtin(name: str, num_classes: int, sizes: tuple, doc: str = ""):
+def register_builtin(name: str, num_classes: int, sizes: tuple, doc: str = "",
+                     class_names: tuple = ()):
   """Decorator registering `make() -> Arrays` as built-in task `name`; duplicates raise."""
+  if class_names and len(class_names) != num_classes:
+    raise ValueError(f"Built-in task '{name}': {len(class_names)} class names for {num_classes} "
+                     "classes.")
 
   def register(make):
     if name in _BUILTINS:
       raise ValueError(f"Built-in task '{name}' is already registered.")
-    _BUILTINS[name] = Builtin(name, num_classes, tuple(sizes), make, doc)
+    _BUILTINS[name] = Builtin(name, num_classes, tuple(sizes), make, doc, tuple(class_names))
     return make
 
   return register
@@ -110,7 +115,7 @@ def load(task_spec, *, cache_dir: str | None = None) -> td.TaskData:
       name=task_spec.name, num_classes=builtin.num_classes, channels=images.shape[-1],
       image_shape=tuple(images.shape[1:]),
       splits={s: td.from_arrays(*arrays[s]) for s in td.SPLITS},
-      sizes={s: len(arrays[s][1]) for s in td.SPLITS})
+      sizes={s: len(arrays[s][1]) for s in td.SPLITS}, class_names=builtin.class_names)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,7 +124,7 @@ def load(task_spec, *, cache_dir: str | None = None) -> td.TaskData:
 
 @register_builtin("sklearn_digits", 10, (1200, 200, 397),
                   "scikit-learn's 1797 handwritten digits (8x8, 0-16), scaled to 0-255 and "
-                  "upsampled to 16x16; a fixed random split.")
+                  "upsampled to 16x16; a fixed random split.", tuple("0123456789"))
 def _sklearn_digits() -> Arrays:
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
@@ -156,7 +161,8 @@ def _register_glyphs(name: str, seed: int, chars: str, per_class: tuple, doc: st
 
     return _balanced_splits(seed, len(chars), per_class, make_split)
 
-  register_builtin(name, len(chars), tuple(len(chars) * n for n in per_class), doc)(make)
+  register_builtin(name, len(chars), tuple(len(chars) * n for n in per_class), doc,
+                   tuple(chars))(make)
 
 
 LATIN_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -182,7 +188,7 @@ FONT_TASK_FAMILIES = ("dejavu_sans", "dejavu_serif", "dejavu_mono", "stix", "cm_
 
 
 @register_builtin("glyphs_font", len(FONT_TASK_FAMILIES), (1800, 300, 600),
-                  "Which of 6 font families drew a random Latin letter.")
+                  "Which of 6 font families drew a random Latin letter.", FONT_TASK_FAMILIES)
 def _glyphs_font() -> Arrays:
   letters = LATIN_UPPER + LATIN_LOWER
   faces = [glyphs.fonts_with(letters, glyphs.FONT_FAMILIES[f]) for f in FONT_TASK_FAMILIES]

@@ -242,8 +242,11 @@ def load(task_spec, *, cache_dir: str | None = None) -> td.TaskData:
                        f"but training images are {shape[0]}x{shape[1]}; expected one size.")
     images = np.tile(images, (1, 1, 1, channels // images.shape[-1]))
     splits[split], sizes[split] = td.from_arrays(images, labels), len(labels)
+  # Folder names are the class names when every class has a folder.
+  names = tuple(classes) if classes and len(classes) == num_classes else ()
   return td.TaskData(name=task, num_classes=num_classes, channels=channels,
-                     image_shape=tuple(shape[:2]) + (channels,), splits=splits, sizes=sizes)
+                     image_shape=tuple(shape[:2]) + (channels,), splits=splits, sizes=sizes,
+                     class_names=names)
 
 
 def _load_tfrecord(task, src, paths, image_key, label_key, num_classes):

@@ -83,6 +83,16 @@ def augment(image: tf.Tensor, seed: tf.Tensor, params: Mapping[str, object]) -> 
   return image
 
 
+def preprocess(image: tf.Tensor, image_size: int, channels: int) -> tf.Tensor:
+  """uint8 image(s) [..., H, W, C] -> float32 [..., S, S, channels] in [0, 1], unaugmented.
+
+  What evaluation feeds a path, and what an export's signatures compute in-graph: one function,
+  so served predictions equal the library's on the same pixels. Works on one image or a batch
+  (the resize treats every image on its own, so the two give the same bits).
+  """
+  return _resize(_to_float(image, channels), image_size)
+
+
 def _resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
   # antialias only matters when shrinking (e.g. omniglot's 105 px to 32): it keeps thin strokes.
   image = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
@@ -153,7 +163,7 @@ def make_dataset(task_data: td.TaskData, split: str, *, batch_size: int, image_s
   else:
     if repeat:
       ds = ds.repeat()
-    ds = ds.map(lambda image, label: (_resize(_to_float(image, channels), image_size), label),
+    ds = ds.map(lambda image, label: (preprocess(image, image_size, channels), label),
                 num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder,
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

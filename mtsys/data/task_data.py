@@ -28,6 +28,8 @@ class TaskData:
     splits: "train", "validation", "test" -> tf.data.Dataset of (uint8 image [H, W, C], int64
       label []).
     sizes: Split -> number of examples.
+    class_names: The name of each class by label index, where the source knows them (folder
+      names, TFDS ClassLabel names, built-in characters); () otherwise. Exports serve them.
   """
 
   name: str
@@ -36,6 +38,7 @@ class TaskData:
   image_shape: tuple
   splits: Mapping[str, tf.data.Dataset]
   sizes: Mapping[str, int]
+  class_names: tuple = ()
 
 
 def check_image_size(task_name: str, image_size: int, patch_size: int) -> None:
@@ -108,12 +111,12 @@ def check_not_empty(task: str, split: str, size: int) -> None:
 
 
 def convert_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
-  """uint8 [H, W, C] -> [H, W, channels]: 1->3 tiles, 3->1 takes the luma (rgb_to_grayscale)."""
+  """uint8 [..., H, W, C] -> [..., H, W, channels]: 1->3 tiles, 3->1 takes the luma."""
   have = image.shape[-1]
   if have == channels:
     return image
   if have == 1 and channels == 3:
-    return tf.tile(image, [1, 1, 3])
+    return tf.tile(image, [1] * (image.shape.rank - 1) + [3])
   if have == 3 and channels == 1:
     return tf.image.rgb_to_grayscale(image)
   raise ValueError(f"Cannot convert images with {have} channels to {channels}; expected 1 or 3.")

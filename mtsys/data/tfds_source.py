@@ -104,5 +104,8 @@ def load(task_spec, *, cache_dir: str | None = None) -> td.TaskData:
   for name in splits:
     if sizes[name] * int(np.prod(image_shape)) <= _CACHE_BYTES:
       splits[name] = splits[name].cache()
+  names = ()
+  if isinstance(label_feature, tfds.features.ClassLabel) and label_feature.names:
+    names = tuple(label_feature.names)
   return td.TaskData(name=task, num_classes=num_classes, channels=int(feature_shape[-1]),
-                     image_shape=image_shape, splits=splits, sizes=sizes)
+                     image_shape=image_shape, splits=splits, sizes=sizes, class_names=names)

@@ -308,6 +308,8 @@ class Evolver:
     best = max(own, key=lambda p: p.score)
     best_copy = mtsys_pb2.PathSpec()
     best_copy.CopyFrom(best)
+    # Recorded with the path so an export can name the classes without the task's data.
+    best_copy.class_names[:] = self.task_data(task.name).class_names
     if not best_copy.metrics.test_accuracy:
       planned = [assembly.PlannedComponent(self.source.spec(c), self.source.weights(c))
                  for c in best.component_ids]

@@ -344,7 +344,7 @@ class PathMetrics(_message.Message):
     def __init__(self, validation_accuracy: _Optional[float] = ..., test_accuracy: _Optional[float] = ..., accounted_params: _Optional[float] = ..., total_params: _Optional[int] = ..., flops: _Optional[int] = ..., train_steps: _Optional[int] = ..., train_seconds: _Optional[float] = ...) -> None: ...
 
 class PathSpec(_message.Message):
-    __slots__ = ("id", "task", "component_ids", "hparams", "parent_id", "score", "metrics", "generation", "created_at_ms", "author", "trained_component_ids")
+    __slots__ = ("id", "task", "component_ids", "hparams", "parent_id", "score", "metrics", "generation", "created_at_ms", "author", "trained_component_ids", "class_names")
     class HparamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -363,6 +363,7 @@ class PathSpec(_message.Message):
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     AUTHOR_FIELD_NUMBER: _ClassVar[int]
     TRAINED_COMPONENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
     id: str
     task: str
     component_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -374,7 +375,8 @@ class PathSpec(_message.Message):
     created_at_ms: int
     author: str
     trained_component_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., task: _Optional[str] = ..., component_ids: _Optional[_Iterable[str]] = ..., hparams: _Optional[_Mapping[str, HParamValue]] = ..., parent_id: _Optional[str] = ..., score: _Optional[float] = ..., metrics: _Optional[_Union[PathMetrics, _Mapping]] = ..., generation: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., author: _Optional[str] = ..., trained_component_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., task: _Optional[str] = ..., component_ids: _Optional[_Iterable[str]] = ..., hparams: _Optional[_Mapping[str, HParamValue]] = ..., parent_id: _Optional[str] = ..., score: _Optional[float] = ..., metrics: _Optional[_Union[PathMetrics, _Mapping]] = ..., generation: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., author: _Optional[str] = ..., trained_component_ids: _Optional[_Iterable[str]] = ..., class_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SystemState(_message.Message):
     __slots__ = ("schema_version", "config", "components", "paths", "component_sources")

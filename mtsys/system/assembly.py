@@ -73,11 +73,17 @@ def build_path_model(planned: Sequence[PlannedComponent], image_size: int, chann
   model = chain(layers, image_size, channels, name)
   for layer, p in zip(layers, planned):
     if p.weights is not None:
-      expected = [tuple(w.shape) for w in layer.weights]
-      got = [tuple(np.shape(w)) for w in p.weights]
-      if expected != got:
-        raise ValueError(f"Stored weights of component '{p.spec.id}' ({p.spec.kind}) have shapes "
-                         f"{got}; the layer expects {expected}.")
-      layer.set_weights(list(p.weights))
+      set_stored_weights(layer, p.spec, p.weights)
     layer.trainable = p.trainable
   return model, layers
+
+
+def set_stored_weights(layer: keras.layers.Layer, spec: mtsys_pb2.ComponentSpec,
+                       weights: Sequence[np.ndarray]) -> None:
+  """Loads a component's stored weights into its built layer, checking every shape first."""
+  expected = [tuple(w.shape) for w in layer.weights]
+  got = [tuple(np.shape(w)) for w in weights]
+  if expected != got:
+    raise ValueError(f"Stored weights of component '{spec.id}' ({spec.kind}) have shapes "
+                     f"{got}; the layer expects {expected}.")
+  layer.set_weights(list(weights))

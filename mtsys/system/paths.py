@@ -117,12 +117,14 @@ def write_components(store: mstore.Store, task: str,
 
 def make_path(task: str, planned: Sequence[assembly.PlannedComponent], *, path_id: str,
               hparams: Mapping[str, hp.Value], metrics: mtsys_pb2.PathMetrics, score: float,
-              parent_id: str = "", generation: int = 0, author: str = "") -> mtsys_pb2.PathSpec:
+              parent_id: str = "", generation: int = 0, author: str = "",
+              class_names: Sequence[str] = ()) -> mtsys_pb2.PathSpec:
   """The PathSpec of a path whose own components are the trainable ones of `planned`."""
   path = mtsys_pb2.PathSpec(
       id=path_id, task=task, component_ids=[p.spec.id for p in planned], parent_id=parent_id,
       score=score, generation=generation, created_at_ms=mroot.now_ms(), author=author,
-      trained_component_ids=[p.spec.id for p in planned if p.trainable])
+      trained_component_ids=[p.spec.id for p in planned if p.trainable],
+      class_names=list(class_names))
   path.metrics.CopyFrom(metrics)
   for name, value in hparams_to_proto(hparams).items():
     path.hparams[name].CopyFrom(value)

@@ -122,7 +122,8 @@ def run(config: loader.Config, output_dir: str, *, methods: Optional[Sequence[st
       mpaths.commit(store, task.name, planned,
                     mpaths.Trained(result.weights, result.optimizer_slots, result.best_steps),
                     path_id=f"{method}.{task.name}", hparams=hparams, metrics=metrics,
-                    score=result.validation_accuracy, author=f"baselines/{method}")
+                    score=result.validation_accuracy, author=f"baselines/{method}",
+                    class_names=task_data[task.name].class_names)
       log(f"[{method}] '{task.name}': validation {result.validation_accuracy:.4f}, "
           f"test {result.test_accuracy:.4f}, {result.train_seconds:.1f}s")
       method_rows.append(BaselineResult(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Mapping, Optional, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mtsys import data as mdata
@@ -26,3 +27,27 @@ def evaluate_path(planned: Sequence[assembly.PlannedComponent], task_data: "mdat
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=False)
   return float(model.evaluate(ds, verbose=0, return_dict=True)["accuracy"])
+
+
+def predict_path(planned: Sequence[assembly.PlannedComponent], images, *, image_size: int,
+                 channels: int, batch_size: int = 256) -> np.ndarray:
+  """The frozen path's logits for uint8 images [N, H, W, C] (C 1 or 3), as evaluation sees them.
+
+  This is the library's own (in-process) prediction: images preprocessed one by one through
+  tf.data exactly as `evaluate_path` does, then a Keras model assembled from the components.
+  Exports are checked against it.
+  """
+  images = np.asarray(images)
+  if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+    raise ValueError("Expected uint8 images of shape (N, H, W, C) with C in {1, 3}. Received: "
+                     f"dtype={images.dtype}, shape={images.shape}")
+  ds = tf.data.Dataset.from_tensor_slices(images).map(
+      lambda image: mdata.preprocess(image, image_size, channels)).batch(batch_size)
+  frozen = [assembly.PlannedComponent(p.spec, p.weights, None, False) for p in planned]
+  model, _ = assembly.build_path_model(frozen, image_size, channels)
+  # Traced once with an unknown batch size, as a served signature is: TensorFlow picks kernels
+  # by static shape, and a graph traced for batch 1 rounds differently in the last bit.
+  run = tf.function(lambda x: model(x, training=False), autograph=False, jit_compile=False,
+                    input_signature=[tf.TensorSpec([None, image_size, image_size, channels])])
+  return np.concatenate([run(x).numpy() for x in ds]) if len(images) else np.zeros(
+      (0, model.output_shape[-1]), np.float32)
