@@ -38,6 +38,12 @@ flags.DEFINE_string("remove_task", None,
 flags.DEFINE_string("fork_from", None,
                     "Create --system_dir as a fork of this system directory (a cheap copy sharing "
                     "its write-once components), then evolve the fork.")
+flags.DEFINE_string("export_base", None,
+                    "When given, export the evolved system at the end as a TF Serving model "
+                    "version under EXPORT_BASE/MODEL/ (see bin/export.py) and print the commands "
+                    "that serve and query it.")
+flags.DEFINE_string("export_model_name", None,
+                    "Model name of the export; default: the config's name.")
 flags.mark_flags_as_required(["config", "system_dir"])
 
 
@@ -115,6 +121,13 @@ def main(argv):
     # One object per task (and method): evolution rows first, then any baselines.
     common.write_json(FLAGS.results_json, results)
     print(f"Results written to {FLAGS.results_json}")
+  if FLAGS.export_base:
+    from mtsys import export
+    print()
+    result = export.export(FLAGS.system_dir, FLAGS.export_base,
+                           FLAGS.export_model_name or config.name or "mtsys",
+                           tasks=FLAGS.tasks)
+    print(export.format_summary(result))
 
 
 if __name__ == "__main__":

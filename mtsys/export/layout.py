@@ -72,8 +72,8 @@ def check_target(export_base: str, model_name: str, version: int | None) -> int:
     raise ValueError(f"Invalid version {version!r}: expected a positive integer.")
   if version in existing:
     raise ValueError(f"Version {version} of model '{model_name}' already exists in "
-                     f"{model_dir(base, model_name)}; versions are immutable. Pass another "
-                     f"--version or omit it (next free: {existing[-1] + 1}).")
+                     f"{model_dir(base, model_name)}; versions are immutable: choose another "
+                     f"version (next free: {existing[-1] + 1}).")
   return version
 
 

@@ -35,6 +35,19 @@ def test_registered_names_classes_and_sizes():
     assert (b.num_classes, b.sizes) == (classes, sizes)
 
 
+@pytest.mark.parametrize("name, first, last", [
+    ("sklearn_digits", "0", "9"), ("glyphs_latin_upper", "A", "Z"), ("glyphs_greek", "α", "ω"),
+    ("glyphs_font", "dejavu_sans", "cm_typewriter")])
+def test_class_names_by_label_index(name, first, last):
+  names = builtin.get_builtin(name).class_names
+  assert len(names) == EXPECTED[name][0] and (names[0], names[-1]) == (first, last)
+
+
+def test_class_names_reach_the_task_data():
+  data = load_task(spec("sklearn_digits"))
+  assert data.class_names == tuple("0123456789")
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_task_data_shapes_sizes_and_labels(name):
   classes, sizes = EXPECTED[name]

@@ -211,6 +211,21 @@ def test_folder_of_class_folders(tmp_path):
   # Classes are the sorted folder names; a class's label is its index.
   np.testing.assert_array_equal(labels, [0, 0, 1, 1, 2, 2])
   np.testing.assert_array_equal(images[:, 1, 1, 0], 40 * labels)
+  assert data.class_names == ("cat", "dog", "eel")  # exports serve them
+
+
+def test_folder_with_fewer_class_folders_than_classes_has_no_class_names(tmp_path):
+  make_folder(tmp_path)
+  data = load_task(task_spec(f"""name: "pets" num_classes: 4
+      files {{ folder: "{tmp_path}" validation_fraction: 0.2 test_fraction: 0.2 }}"""))
+  assert data.class_names == ()
+
+
+def test_npz_tasks_have_no_class_names(tmp_path):
+  write_npz(tmp_path / "d.npz")
+  data = load_task(task_spec(f"""name: "d" num_classes: 10
+      files {{ npz: "{tmp_path}/d.npz" validation_fraction: 0.2 test_fraction: 0.2 }}"""))
+  assert data.class_names == ()
 
 
 def test_grayscale_folder_keeps_one_channel(tmp_path):

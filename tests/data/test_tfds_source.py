@@ -36,6 +36,14 @@ def test_loads_mocked_tfds_splits(dataset, num_classes, splits, shape):
       assert label.dtype == np.int64 and 0 <= label < num_classes
 
 
+def test_class_label_names_become_the_task_class_names():
+  with tfds.testing.mock_data(num_examples=3):
+    data = load_task(tfds_spec("cmaterdb", "cmaterdb/bangla", 10,
+                               ("train[5%:]", "train[:5%]", "test")))
+  names = tfds.builder("cmaterdb/bangla").info.features["label"].names
+  assert len(names) == 10 and data.class_names == tuple(names)
+
+
 def test_variable_size_images_take_the_first_example_shape():
   with tfds.testing.mock_data(num_examples=3):
     data = load_task(tfds_spec("dtd", "visual_domain_decathlon/dtd", 47,
