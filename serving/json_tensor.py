@@ -1,0 +1,678 @@
+"""TF Serving's REST JSON formats: request JSON -> tensors / tf.Examples, tensors -> response JSON.
+
+A port of the rules (not the code) of util/json_tensor.cc in tensorflow/serving, including its
+error messages, which embed the offending JSON value as rapidjson's PrettyWriter prints it
+(single-line arrays, 4-space indents, cut after 256 bytes); `debug_string` reproduces that so the
+messages match byte for byte. JSON is parsed like rapidjson with kParseNanAndInfFlag and
+kParseStopWhenDoneFlag: NaN/Infinity are accepted and trailing text after the document is ignored.
+
+Numbers keep rapidjson's typing: a JSON number with a fraction or exponent is a double (so `1.0`
+is not an int32), an integer outside [-2**63, 2**64) is a double, bools are not numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import decimal
+import enum
+import json
+import math
+import re
+
+import numpy as np
+from tensorflow.core.example import example_pb2
+from tensorflow.core.example import feature_pb2
+from tensorflow.core.framework import types_pb2
+
+from serving import errors
+from serving import tensors
+
+_DT = types_pb2
+_INT64_MIN, _INT64_MAX, _UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
+_INT32_MIN, _INT32_MAX, _UINT32_MAX = -(2**31), 2**31 - 1, 2**32 - 1
+
+
+class Format(enum.Enum):
+  """JsonPredictRequestFormat: the response mirrors the request ("predictions" or "outputs")."""
+  ROW = "instances"
+  COLUMNAR = "inputs"
+
+
+# --- Parsing -------------------------------------------------------------------------------------
+
+def _parse_int(text: str):
+  value = int(text)
+  if _INT64_MIN <= value <= _UINT64_MAX:
+    return value
+  return float(text)  # rapidjson keeps such numbers as doubles
+
+
+_DECODER = json.JSONDecoder(parse_int=_parse_int)
+_WS = re.compile(r"[ \t\n\r]*")
+
+# Python's json messages -> rapidjson's GetParseError_En() text.
+_PARSE_ERRORS = (
+    ("Expecting property name enclosed in double quotes", "Missing a name for object member."),
+    ("Expecting ':' delimiter", "Missing a colon after a name of object member."),
+    ("Unterminated string", "Missing a closing quotation mark in string."),
+    ("Invalid control character", "Invalid encoding in string."),
+    ("Invalid \\uXXXX escape", "Incorrect hex digit after \\u escape in string."),
+    ("Invalid \\escape", "Invalid escape character in string."),
+)
+
+
+def _innermost_container(text: str, pos: int) -> str:
+  """'{' or '[': the container open at `pos` (to tell rapidjson's two missing-comma errors)."""
+  stack = []
+  in_string = escape = False
+  for ch in text[:pos]:
+    if in_string:
+      if escape:
+        escape = False
+      elif ch == "\\":
+        escape = True
+      elif ch == '"':
+        in_string = False
+    elif ch == '"':
+      in_string = True
+    elif ch in "[{":
+      stack.append(ch)
+    elif ch in "]}" and stack:
+      stack.pop()
+  return stack[-1] if stack else "{"
+
+
+def parse_json(body: bytes):
+  """ParseJson(): the request document (a dict), or ServingError "JSON Parse error: ..."."""
+  if not body:
+    raise errors.invalid_argument("JSON Parse error: The document is empty")
+  text = body.decode("utf-8", "surrogateescape")
+  start = _WS.match(text).end()
+  if start == len(text):
+    raise errors.invalid_argument(
+        f"JSON Parse error: The document is empty. at offset: {len(body)}")
+  try:
+    doc, _ = _DECODER.raw_decode(text, start)
+  except json.JSONDecodeError as e:
+    message = "Invalid value."
+    for python_text, rapidjson_text in _PARSE_ERRORS:
+      if e.msg.startswith(python_text):
+        message = rapidjson_text
+        break
+    else:
+      if e.msg.startswith("Expecting ',' delimiter"):
+        message = ("Missing a comma or '}' after an object member."
+                   if _innermost_container(text, e.pos) == "{" else
+                   "Missing a comma or ']' after an array element.")
+    offset = len(text[:e.pos].encode("utf-8", "surrogateescape"))
+    raise errors.invalid_argument(f"JSON Parse error: {message} at offset: {offset}") from None
+  except RecursionError:
+    raise errors.invalid_argument("JSON Parse error: Invalid value. at offset: 0") from None
+  if not isinstance(doc, dict):
+    raise _format_error(doc, "Is not object")
+  return doc
+
+
+# --- rapidjson-compatible debug strings ----------------------------------------------------------
+
+_MAX_DEBUG_BYTES = 256
+
+
+def _escape_string(s: str) -> str:
+  """rapidjson Writer::WriteString(): escapes '"', '\\' and control characters only."""
+  return json.dumps(s, ensure_ascii=False)
+
+
+def _rapidjson_double(value: float) -> str | None:
+  """rapidjson Writer::WriteDouble() (Grisu2 shortest digits + Prettify()); None for NaN/Inf,
+  which rapidjson's default writer refuses to write."""
+  if math.isnan(value) or math.isinf(value):
+    return None
+  if value == 0:
+    return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
+  sign, digit_tuple, exponent = decimal.Decimal(repr(abs(value))).as_tuple()
+  digits = "".join(map(str, digit_tuple)).rstrip("0")
+  exponent += len(digit_tuple) - len(digits)
+  digits = digits.lstrip("0") or "0"
+  prefix = "-" if value < 0 else ""
+  length, k = len(digits), exponent
+  kk = length + k
+  if 0 <= k and kk <= 21:
+    out = digits + "0" * k + ".0"
+  elif 0 < kk <= 21:
+    out = digits[:kk] + "." + digits[kk:]
+  elif -6 < kk <= 0:
+    out = "0." + "0" * (-kk) + digits
+  elif kk < -324:
+    out = "0.0"
+  elif length == 1:
+    out = f"{digits}e{kk - 1}"
+  else:
+    out = f"{digits[0]}.{digits[1:]}e{kk - 1}"
+  return prefix + out
+
+
+class _LimitedPrettyWriter:
+  """rapidjson PrettyWriter(kFormatSingleLineArray) behind json_tensor.cc's JsonWriterWithLimit:
+  every event first checks that fewer than 256 bytes were written, else stops the walk."""
+
+  def __init__(self, limit: int):
+    self.parts: list[str] = []
+    self.size = 0
+    self.limit = limit
+    self.levels: list[list] = []  # [in_array, value_count]
+
+  def _put(self, s: str) -> None:
+    self.parts.append(s)
+    self.size += len(s.encode("utf-8", "surrogateescape"))
+
+  def _prefix(self) -> None:
+    if not self.levels:
+      return
+    level = self.levels[-1]
+    if level[0]:
+      if level[1] > 0:
+        self._put(", ")
+    else:
+      if level[1] > 0:
+        self._put(",\n" if level[1] % 2 == 0 else ": ")
+      else:
+        self._put("\n")
+      if level[1] % 2 == 0:
+        self._put(" " * (4 * len(self.levels)))
+    level[1] += 1
+
+  def walk(self, value) -> bool:
+    if self.size >= self.limit:
+      return False
+    if isinstance(value, dict):
+      self._prefix()
+      self._put("{")
+      self.levels.append([False, 0])
+      for key, item in value.items():
+        if self.size >= self.limit:
+          return False
+        self._prefix()
+        self._put(_escape_string(key))
+        if not self.walk(item):
+          return False
+      if self.size >= self.limit:
+        return False
+      empty = self.levels.pop()[1] == 0
+      if not empty:
+        self._put("\n" + " " * (4 * len(self.levels)))
+      self._put("}")
+      return True
+    if isinstance(value, list):
+      self._prefix()
+      self._put("[")
+      self.levels.append([True, 0])
+      for item in value:
+        if not self.walk(item):
+          return False
+      if self.size >= self.limit:
+        return False
+      self.levels.pop()
+      self._put("]")
+      return True
+    self._prefix()
+    if value is None:
+      self._put("null")
+    elif value is True:
+      self._put("true")
+    elif value is False:
+      self._put("false")
+    elif isinstance(value, int):
+      self._put(str(value))
+    elif isinstance(value, float):
+      text = _rapidjson_double(value)
+      if text is None:
+        return False
+      self._put(text)
+    else:
+      self._put(_escape_string(value))
+    return True
+
+
+def debug_string(value) -> str:
+  """JsonValueToDebugString(): how TF Serving's messages quote a JSON value."""
+  writer = _LimitedPrettyWriter(_MAX_DEBUG_BYTES)
+  writer.walk(value)
+  return "".join(writer.parts)
+
+
+def _type_string(value) -> str:
+  """JsonTypeString()."""
+  if value is None:
+    return "Null"
+  if value is True:
+    return "True"
+  if value is False:
+    return "False"
+  if isinstance(value, dict):
+    return "Object"
+  if isinstance(value, list):
+    return "Array"
+  if isinstance(value, str):
+    return "String"
+  return "Number"
+
+
+def _format_error(value, *parts: str) -> errors.ServingError:
+  return errors.invalid_argument(f"JSON Value: {debug_string(value)} " + "".join(parts))
+
+
+def _type_error(value, enum_: int) -> errors.ServingError:
+  return errors.invalid_argument(
+      f"JSON Value: {debug_string(value)} Type: {_type_string(value)} is not of expected type: "
+      f"{tensors.dtype_string(enum_)}")
+
+
+# --- JSON values -> tensors ----------------------------------------------------------------------
+
+def _is_b64(value) -> bool:
+  """IsValBase64Object(): exactly one key, "b64", mapping to a string."""
+  return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+
+
+def _decode_b64(value) -> bytes:
+  if not _is_b64(value):
+    raise errors.invalid_argument(
+        f"JSON Value: {debug_string(value)} not formatted correctly for base64 data")
+  text = value["b64"]
+  try:
+    raw = text.encode("ascii")
+    if len(raw) % 4:
+      raw += b"=" * (-len(raw) % 4)
+    return base64.b64decode(raw, validate=True)
+  except (UnicodeEncodeError, binascii.Error, ValueError):
+    raise errors.invalid_argument("Unable to base64 decode") from None
+
+
+def _is_number(v) -> bool:
+  return (isinstance(v, (int, float))) and not isinstance(v, bool)
+
+
+def _check_scalar(value, enum_: int):
+  """AddValueToTensor(): the value converted for the dtype, or the TypeError."""
+  if isinstance(value, dict):
+    if enum_ == _DT.DT_STRING:
+      return _decode_b64(value)
+    raise _type_error(value, enum_)
+  if enum_ in (_DT.DT_FLOAT, _DT.DT_DOUBLE):
+    if _is_number(value):
+      return value
+  elif enum_ in (_DT.DT_INT32, _DT.DT_INT16, _DT.DT_INT8, _DT.DT_UINT8):
+    if isinstance(value, int) and not isinstance(value, bool) and (
+        _INT32_MIN <= value <= _INT32_MAX):
+      return value
+  elif enum_ == _DT.DT_STRING:
+    if isinstance(value, str):
+      return value.encode("utf-8", "surrogateescape")
+  elif enum_ == _DT.DT_INT64:
+    if isinstance(value, int) and not isinstance(value, bool) and (
+        _INT64_MIN <= value <= _INT64_MAX):
+      return value
+  elif enum_ == _DT.DT_BOOL:
+    if isinstance(value, bool):
+      return value
+  elif enum_ == _DT.DT_UINT32:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _UINT32_MAX:
+      return value
+  elif enum_ == _DT.DT_UINT64:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _UINT64_MAX:
+      return value
+  else:
+    raise errors.ServingError(
+        errors.Code.UNIMPLEMENTED,
+        f"Conversion of JSON Value: {debug_string(value)} to type: "
+        f"{tensors.dtype_string(enum_)}")
+  raise _type_error(value, enum_)
+
+
+def _dense_shape(value) -> list[int]:
+  """GetDenseTensorShape(): sizes along the first element of each nested list."""
+  shape = []
+  while isinstance(value, list):
+    shape.append(len(value))
+    if not value:
+      break
+    value = value[0]
+  return shape
+
+
+def _fill(value, level: int, shape: list[int], enum_: int, out: list) -> None:
+  """FillTensorProto(): appends the leaves of `value` to `out`, checking a dense layout."""
+  rank = len(shape)
+  if not isinstance(value, list):
+    if level != rank:
+      raise errors.invalid_argument(
+          f"JSON Value: {debug_string(value)} found at incorrect level: {level + 1} in the JSON "
+          f"DOM. Expected at level: {rank}")
+    out.append(_check_scalar(value, enum_))
+    return
+  if level >= rank:
+    raise errors.invalid_argument(
+        f"Encountered list at unexpected level: {level} expected < {rank}")
+  if len(value) != shape[level]:
+    raise errors.invalid_argument(
+        f"Encountered list at unexpected size: {len(value)} at level: {level} expected size: "
+        f"{shape[level]}")
+  if level + 1 == rank:
+    # Leaf lists (the common case) without a recursive call per value.
+    for item in value:
+      if isinstance(item, list):
+        raise errors.invalid_argument(
+            f"Encountered list at unexpected level: {level + 1} expected < {rank}")
+      out.append(_check_scalar(item, enum_))
+    return
+  for item in value:
+    _fill(item, level + 1, shape, enum_, out)
+
+
+def _to_array(values: list, shape: list[int], enum_: int) -> np.ndarray:
+  if enum_ == _DT.DT_STRING:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array.reshape(shape)
+  np_dtype = tensors.numpy_dtype(enum_)
+  if enum_ in (_DT.DT_INT16, _DT.DT_INT8, _DT.DT_UINT8):
+    # int_val holds int32s; Tensor::FromProto narrows them like a C cast.
+    return np.array(values, dtype=np.int32).astype(np_dtype).reshape(shape)
+  return np.array(values, dtype=np_dtype).reshape(shape)
+
+
+def _shape_string(shape: list[int]) -> str:
+  return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def _instances_to_arrays(instances: list, input_dtypes: dict[str, int]) -> dict[str, np.ndarray]:
+  """FillTensorMapFromInstancesList(): row format, one instance per batch element."""
+  names = sorted(input_dtypes)
+  if not isinstance(instances[0], dict) and len(input_dtypes) > 1:
+    raise errors.invalid_argument(
+        "instances is a plain list, but expecting list of objects as multiple input tensors "
+        "required as per tensorinfo_map")
+
+  def is_element_object(v) -> bool:
+    return isinstance(v, dict) and not _is_b64(v)
+
+  objects = is_element_object(instances[0])
+  values: dict[str, list] = {}
+  sizes: dict[str, int] = {}
+  shapes: dict[str, list[int]] = {}
+
+  def add_item(item, name: str) -> None:
+    """AddInstanceItem()."""
+    if name not in input_dtypes:
+      raise errors.invalid_argument(f"JSON object: does not have named input: {name}")
+    shape = _dense_shape(item)
+    out = values.setdefault(name, [])
+    before = len(out)
+    _fill(item, 0, shape, input_dtypes[name], out)
+    size = len(out) - before
+    if name not in sizes:
+      sizes[name] = size
+      shapes[name] = shape
+    elif sizes[name] != size:
+      raise errors.invalid_argument(f"Expecting tensor size: {sizes[name]} but got: {size}")
+    elif shapes[name] != shape:
+      raise errors.invalid_argument(
+          f"Expecting shape {_shape_string(shapes[name])} but got: {_shape_string(shape)}")
+
+  for index, element in enumerate(instances):
+    if objects:
+      if not is_element_object(element):
+        raise errors.invalid_argument(
+            f"Expecting object but got list at item {index} of input list")
+      for name, item in element.items():
+        try:
+          add_item(item, name)
+        except errors.ServingError as e:
+          raise errors.invalid_argument(
+              f"Failed to process element: {index} key: {name} of 'instances' list. Error: "
+              f"{e.to_string()}") from None
+      if set(element) != set(names):
+        raise errors.invalid_argument(
+            f"Failed to process element: {index} of 'instances' list. JSON object: "
+            f"{debug_string(element)} keys must be equal to: {','.join(names)}")
+    else:
+      if is_element_object(element):
+        raise errors.invalid_argument(
+            f"Expecting value/list but got object at item {index} of input list")
+      try:
+        add_item(element, names[0])
+      except errors.ServingError as e:
+        raise errors.invalid_argument(
+            f"Failed to process element: {index} of 'instances' list. Error: "
+            f"{e.to_string()}") from None
+  count = len(instances)
+  return {name: _to_array(vals, [count] + shapes[name], input_dtypes[name])
+          for name, vals in values.items()}
+
+
+def _inputs_to_arrays(inputs, input_dtypes: dict[str, int]) -> dict[str, np.ndarray]:
+  """FillTensorMapFromInputsMap(): columnar format, whole tensors by name."""
+  if not isinstance(inputs, dict) or _is_b64(inputs):
+    if len(input_dtypes) > 1:
+      raise errors.invalid_argument(
+          "inputs is a plain value/list, but expecting an object as multiple input tensors "
+          "required as per tensorinfo_map")
+    items = {next(iter(input_dtypes)): inputs}
+  else:
+    items = {}
+    for name in sorted(input_dtypes):
+      if name not in inputs:
+        raise errors.invalid_argument(f"Missing named input: {name} in 'inputs' object.")
+      items[name] = inputs[name]
+  arrays = {}
+  for name, item in items.items():
+    shape = _dense_shape(item)
+    out: list = []
+    _fill(item, 0, shape, input_dtypes[name], out)
+    arrays[name] = _to_array(out, shape, input_dtypes[name])
+  return arrays
+
+
+def signature_name(doc: dict) -> str:
+  """FillSignature(): the optional "signature_name" ("" when absent)."""
+  if "signature_name" not in doc:
+    return ""
+  name = doc["signature_name"]
+  if not isinstance(name, str):
+    raise errors.invalid_argument(
+        f"JSON Value: {debug_string(doc)} not formatted correctly. 'signature_name' key must be "
+        "a string value.")
+  return name
+
+
+def predict_inputs(doc: dict, input_dtypes: dict[str, int],
+                   signature: str) -> tuple[dict[str, np.ndarray], Format]:
+  """FillPredictRequestFromJson() after the signature lookup: named input arrays and format."""
+  if not input_dtypes:
+    raise errors.invalid_argument(
+        f"Failed to get input map for signature: {signature or 'DEFAULT'}")
+  has_instances, has_inputs = "instances" in doc, "inputs" in doc
+  if has_instances:
+    if has_inputs:
+      raise _format_error(doc, "Not formatted correctly expecting only one of 'inputs' or "
+                          "'instances' keys to exist ")
+    instances = doc["instances"]
+    if not isinstance(instances, list):
+      raise _format_error(doc, "Expecting 'instances' to be an list/array")
+    if not instances:
+      raise _format_error(doc, "No values in 'instances' array")
+    return _instances_to_arrays(instances, input_dtypes), Format.ROW
+  if has_inputs:
+    return _inputs_to_arrays(doc["inputs"], input_dtypes), Format.COLUMNAR
+  raise errors.invalid_argument("Missing 'inputs' or 'instances' key")
+
+
+# --- JSON -> tf.Example (classify) ---------------------------------------------------------------
+
+def _kind_error(name: str, feature: feature_pb2.Feature) -> errors.ServingError:
+  kind = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}.get(
+      feature.WhichOneof("kind"), "UNKNOWN")
+  return errors.invalid_argument(
+      f"Unexpected element type in feature: {name} expecting type: {kind}")
+
+
+def _add_to_feature(value, name: str, feature: feature_pb2.Feature) -> None:
+  """AddValueToFeature()."""
+  kind = feature.WhichOneof("kind")
+  if value is None or isinstance(value, list) or (isinstance(value, dict) and not _is_b64(value)):
+    raise errors.invalid_argument(
+        f"Feature: {name} has element with unexpected JSON type: {_type_string(value)}")
+  if isinstance(value, bool):
+    if kind not in (None, "int64_list"):
+      raise _kind_error(name, feature)
+    feature.int64_list.value.append(1 if value else 0)
+  elif isinstance(value, dict):
+    if kind not in (None, "bytes_list"):
+      raise _kind_error(name, feature)
+    feature.bytes_list.value.append(_decode_b64(value))
+  elif isinstance(value, str):
+    if kind not in (None, "bytes_list"):
+      raise _kind_error(name, feature)
+    feature.bytes_list.value.append(value.encode("utf-8", "surrogateescape"))
+  elif isinstance(value, float):
+    if kind not in (None, "float_list"):
+      raise _kind_error(name, feature)
+    feature.float_list.value.append(value)
+  else:
+    if kind not in (None, "int64_list"):
+      raise _kind_error(name, feature)
+    if value > _INT64_MAX:
+      raise errors.invalid_argument(
+          f"Feature: {name} has uint64_t element. Only int64_t is supported.")
+    feature.int64_list.value.append(value)
+
+
+def _example(value, example: example_pb2.Example) -> None:
+  """MakeExampleFromJsonObject()."""
+  if not isinstance(value, dict):
+    raise errors.invalid_argument(
+        f"Example must be JSON object but got JSON {_type_string(value)}")
+  for name, content in value.items():
+    feature = feature_pb2.Feature()
+    for item in (content if isinstance(content, list) else [content]):
+      _add_to_feature(item, name, feature)
+    example.features.feature[name].CopyFrom(feature)
+
+
+def classify_input(doc: dict, request_input) -> None:
+  """FillClassifyRegressRequestFromJson() after FillSignature(): fills a tensorflow.serving.Input
+  from "context" and "examples"."""
+  has_context = "context" in doc
+  if has_context:
+    _example(doc["context"], request_input.example_list_with_context.context)
+  if "examples" not in doc:
+    raise _format_error(doc, "When method is classify, key 'examples' is expected and was not "
+                        "found")
+  examples = doc["examples"]
+  if not isinstance(examples, list):
+    raise _format_error(doc, "Expecting 'examples' value to be an list/array")
+  if not examples:
+    raise _format_error(doc, "'examples' value is an empty array")
+  target = (request_input.example_list_with_context.examples if has_context else
+            request_input.example_list.examples)
+  for value in examples:
+    _example(value, target.add())
+
+
+# --- Tensors -> JSON -----------------------------------------------------------------------------
+
+def write_decimal(value: float, np_type=np.float32) -> str:
+  """WriteDecimal(): "%g" (6 digits) if it round-trips in the tensor's type, else max_digits10;
+  whole numbers get ".0"; NaN and +-Infinity are written bare."""
+  if math.isfinite(value):
+    text = "%g" % value
+    if np_type(float(text)) != np_type(value):
+      text = "%.*g" % (9 if np_type is np.float32 else 17, value)
+    if "." not in text and "e" not in text:
+      text += ".0"
+    return text
+  if math.isnan(value):
+    return "NaN"
+  return "-Infinity" if value < 0 else "Infinity"
+
+
+def _json_string(data: bytes) -> str:
+  return json.dumps(data.decode("utf-8", "surrogateescape"), ensure_ascii=False)
+
+
+def _value_writer(array: np.ndarray, name: str):
+  """AddSingleValueAndAdvance(): one value's JSON text, by dtype."""
+  kind = array.dtype
+  if kind == np.float32:
+    return lambda v: write_decimal(v, np.float32)
+  if kind == np.float64:
+    return lambda v: write_decimal(v, np.float64)
+  if kind == np.bool_:
+    return lambda v: "true" if v else "false"
+  if kind in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint32, np.uint64):
+    return str
+  if kind == object:
+    if name.endswith("_bytes"):
+      return lambda v: '{"b64": "' + base64.b64encode(v).decode("ascii") + '"}'
+    return _json_string
+  raise errors.invalid_argument(
+      f"Failed to write JSON value for tensor type: "
+      f"{tensors.dtype_string(tensors.enum_of_numpy(kind))}")
+
+
+def _write_nested(values, write) -> str:
+  if isinstance(values, list):
+    return "[" + ", ".join(_write_nested(v, write) for v in values) + "]"
+  return write(values)
+
+
+def outputs_to_json(outputs: dict[str, np.ndarray], fmt: Format) -> str:
+  """MakeJsonFromTensors(): {"predictions": rows} for row requests, {"outputs": ...} else."""
+  if not outputs:
+    raise errors.invalid_argument("Cannot convert empty tensor map to JSON")
+  names = sorted(outputs)
+  writers = {name: _value_writer(outputs[name], name) for name in names}
+  if fmt is Format.COLUMNAR:
+    parts = {name: _write_nested(outputs[name].tolist(), writers[name]) for name in names}
+    if len(names) == 1:
+      return '{"outputs": ' + parts[names[0]] + "}"
+    body = ", ".join(f"{_escape_string(n)}: {parts[n]}" for n in names)
+    return '{"outputs": {' + body + "}}"
+  batch = -1
+  for name in names:
+    array = outputs[name]
+    if array.ndim == 0:
+      raise errors.invalid_argument(f"Tensor name: {name} has no shape information ")
+    if batch >= 0 and array.shape[0] != batch:
+      raise errors.invalid_argument(
+          f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} expecting: {batch}")
+    batch = array.shape[0]
+  lists = {name: outputs[name].tolist() for name in names}
+  rows = []
+  for i in range(batch):
+    if len(names) == 1:
+      rows.append(_write_nested(lists[names[0]][i], writers[names[0]]))
+    else:
+      rows.append("{" + ", ".join(
+          f"{_escape_string(n)}: {_write_nested(lists[n][i], writers[n])}" for n in names) + "}")
+  return '{"predictions": [' + ", ".join(rows) + "]}"
+
+
+def classification_to_json(result) -> str:
+  """MakeJsonFromClassificationResult(): {"results": [[[label, score], ...], ...]}."""
+  if not result.classifications:
+    raise errors.invalid_argument("Cannot convert empty ClassificationResults to JSON")
+  rows = []
+  for classifications in result.classifications:
+    rows.append("[" + ", ".join(
+        f"[{_json_string(c.label.encode('utf-8', 'surrogateescape'))}, "
+        f"{write_decimal(c.score, np.float32)}]"
+        for c in classifications.classes) + "]")
+  return '{"results": [' + ", ".join(rows) + "]}"
+
+
+def error_json(message: str) -> str:
+  """MakeJsonFromStatus(): {"error": message}."""
+  return json.dumps({"error": message}, ensure_ascii=False)
