@@ -159,6 +159,24 @@ def test_routed_runs_each_example_through_its_own_task(exported):
   assert compared == 2 * len(tasks)
 
 
+def test_routed_batch_of_one_task_equals_its_own_signature(exported):
+  _, _, loaded = exported
+  images = tf.constant(_images(4, 3, 8, 8, 1))
+  for task in _PUBLIC:
+    routed = loaded.signatures["routed@pixels"](task=tf.constant([task] * 3), image=images)
+    own = loaded.signatures[task + "@pixels"](image=images)["probabilities"].numpy()
+    k = own.shape[1]
+    np.testing.assert_allclose(routed["probabilities"].numpy()[:, :k], own, rtol=0, atol=1e-6)
+    assert np.all(routed["probabilities"].numpy()[:, k:] == 0)
+
+
+def test_routed_empty_batch_gives_empty_outputs(exported):
+  _, _, loaded = exported
+  out = loaded.signatures["routed@pixels"](task=tf.constant([], tf.string),
+                                           image=tf.zeros([0, 8, 8, 1], tf.uint8))
+  assert out["probabilities"].shape == (0, 5) and out["classes"].shape == (0,)
+
+
 def test_routed_unknown_task_fails_naming_it(exported):
   _, _, loaded = exported
   with pytest.raises(tf.errors.InvalidArgumentError,
