@@ -20,6 +20,8 @@ from mtsys.config import loader
 FLAGS = flags.FLAGS
 common.define_config_flags()
 common.define_strategy_flags()
+# --help lists the shared flags too, not only --helpfull.
+flags.adopt_module_key_flags(common)
 flags.DEFINE_string("output_dir", None, "Directory for the baseline systems (one per method).")
 flags.DEFINE_list("tasks", None, "Only these tasks (default: all of the config's).")
 flags.DEFINE_list("methods", None, "Only these methods: full_finetune, multi_head, "

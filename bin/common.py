@@ -53,12 +53,14 @@ def distribution(config: loader.Config) -> mtsys_pb2.DistributionConfig:
 
 
 def run(main) -> None:
-  """absl's app.run, turning expected user errors into one clear line and exit status 2."""
+  """absl's app.run: a user error (mtsys.errors.UserError) is one line and exit status 2; any
+  other exception is a bug and keeps its traceback (exit status 1)."""
+  from mtsys import errors  # no TensorFlow: keeps --help fast
+
   def guarded(argv):
-    from mtsys.system import store as mstore  # late: keeps --help fast
     try:
       return main(argv)
-    except (ValueError, FileNotFoundError, mstore.StoreError) as e:
+    except errors.UserError as e:
       print(f"Error: {e}", file=sys.stderr)
       sys.exit(2)
   app.run(guarded)

@@ -23,6 +23,8 @@ from mtsys.config import loader
 FLAGS = flags.FLAGS
 common.define_config_flags()
 common.define_strategy_flags()
+# --help lists the shared flags too, not only --helpfull.
+flags.adopt_module_key_flags(common)
 flags.DEFINE_string("system_dir", None, "The system directory (local or gs://); created if new.")
 flags.DEFINE_integer("task_iterations", None,
                      "Active iterations each task should have had in total; default: the "
@@ -80,7 +82,10 @@ def main(argv):
     return
   # Bad input (unknown tasks, bad data, an incompatible system) fails before the store is touched.
   task_data = loop.load_tasks(config, FLAGS.tasks or [t.name for t in config.tasks])
-  if FLAGS.fork_from:
+  if FLAGS.fork_from and admin.is_fork_of(FLAGS.system_dir, FLAGS.fork_from):
+    # Rerunning the same command continues the fork, as any rerun continues a run.
+    print(f"{FLAGS.system_dir} is already a fork of {FLAGS.fork_from}: continuing it.")
+  elif FLAGS.fork_from:
     loop.check_compatible(mstore.Store.open(FLAGS.fork_from).read_state().config, config)
     admin.fork(FLAGS.fork_from, FLAGS.system_dir)
     print(f"Forked {FLAGS.fork_from} into {FLAGS.system_dir}.")

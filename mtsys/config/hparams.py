@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Sequence, Union
 
+from mtsys import errors
+
 Value = Union[float, bool, str]
 
 NUMBER = "number"
@@ -111,9 +113,11 @@ def check_values(values: Mapping[str, Value], space: Mapping[str, HParam],
   """Raises ValueError unless every value is one of its hyperparameter's valid values."""
   for name, value in values.items():
     if name not in space:
-      raise ValueError(f"Unknown hyperparameter '{name}' in {where}; expected one of "
-                       f"{sorted(space)}.")
+      raise errors.ConfigError(
+          f"Unknown hyperparameter '{name}' in {where}; expected one of "
+          f"{sorted(space)}.")
     valid: Sequence = space[name].values
     if valid and value not in valid:
-      raise ValueError(f"Invalid value for hyperparameter '{name}' in {where}. Expected one of "
-                       f"{list(valid)}. Received: {name}={value!r}")
+      raise errors.ConfigError(
+          f"Invalid value for hyperparameter '{name}' in {where}. Expected one of "
+          f"{list(valid)}. Received: {name}={value!r}")

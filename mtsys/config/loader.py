@@ -17,6 +17,7 @@ from typing import Mapping
 import tensorflow as tf
 from google.protobuf import text_format
 
+from mtsys import errors
 from mtsys.config import hparams as hp
 from mtsys.config import names
 from mtsys.config import vit_sizes
@@ -28,8 +29,7 @@ _STRATEGIES = ("one_device", "mirrored", "multi_worker_mirrored", "tpu")
 _BASELINE_METHODS = ("full_finetune", "multi_head", "residual_adapters")
 
 
-class ConfigError(ValueError):
-  """A config that cannot be used; the message names file, field and expectation."""
+ConfigError = errors.ConfigError  # a config that cannot be used: names file, field, expectation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +53,8 @@ class Config:
     for t in self.proto.task:
       if t.name == name:
         return t
-    raise ValueError(f"Unknown task '{name}'; expected one of {[t.name for t in self.proto.task]}.")
+    raise errors.UnknownTaskError(
+        f"Unknown task '{name}'; expected one of {[t.name for t in self.proto.task]}.")
 
 
 def shipped_names() -> list[str]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from mtsys import errors
+
 
 @dataclasses.dataclass(frozen=True)
 class VitSize:
@@ -46,9 +48,11 @@ def parse(name: str) -> VitArch:
   """Resolves "B/16" into an architecture; raises ValueError naming the bad part."""
   size, sep, patch = name.partition("/")
   if size not in _SIZES:
-    raise ValueError(f"Unknown ViT size '{size}' in '{name}'; expected one of {names()} "
-                     "followed by '/<patch size>', e.g. 'Ti/16'.")
+    raise errors.ConfigError(
+        f"Unknown ViT size '{size}' in '{name}'; expected one of {names()} "
+        "followed by '/<patch size>', e.g. 'Ti/16'.")
   if not sep or not patch.isdigit() or int(patch) <= 0:
-    raise ValueError(f"Invalid ViT name '{name}': expected '<size>/<patch size>', e.g. 'Ti/16'.")
+    raise errors.ConfigError(
+        f"Invalid ViT name '{name}': expected '<size>/<patch size>', e.g. 'Ti/16'.")
   s = _SIZES[size]
   return VitArch(int(patch), s.hidden_size, s.num_layers, s.num_heads, s.mlp_dim)

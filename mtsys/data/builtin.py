@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from mtsys import errors
 from mtsys.data import glyphs
 from mtsys.data import sources
 from mtsys.data import task_data as td
@@ -67,8 +68,9 @@ def builtin_names() -> list[str]:
 def get_builtin(name: str, task: str | None = None) -> Builtin:
   if name not in _BUILTINS:
     where = f" for task '{task}'" if task else ""
-    raise ValueError(f"Unknown built-in dataset '{name}'{where}; expected one of "
-                     f"{builtin_names()}.")
+    raise errors.DataError(
+        f"Unknown built-in dataset '{name}'{where}; expected one of "
+        f"{builtin_names()}.")
   return _BUILTINS[name]
 
 
@@ -107,8 +109,9 @@ def load(task_spec, *, cache_dir: str | None = None) -> td.TaskData:
   """Loads a BuiltinSource task; its num_classes must match the built-in's."""
   builtin = get_builtin(task_spec.builtin.name, task_spec.name)
   if task_spec.num_classes != builtin.num_classes:
-    raise ValueError(f"Task '{task_spec.name}': num_classes is {task_spec.num_classes} but "
-                     f"built-in dataset '{builtin.name}' has {builtin.num_classes} classes.")
+    raise errors.DataError(
+        f"Task '{task_spec.name}': num_classes is {task_spec.num_classes} but "
+        f"built-in dataset '{builtin.name}' has {builtin.num_classes} classes.")
   arrays = _cached_arrays(builtin.name, cache_dir)
   images = arrays["train"][0]
   return td.TaskData(

@@ -16,6 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from mtsys import errors
 from mtsys.data import sources
 from mtsys.data import task_data as td
 
@@ -26,7 +27,7 @@ _CACHE_BYTES = 256 << 20
 
 def _require(task: str, path: str, field: str) -> None:
   if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f"Task '{task}': file not found: '{path}' (files.{field}).")
+    raise errors.DataFileNotFoundError(f"Task '{task}': file not found: '{path}' (files.{field}).")
 
 
 def _read_npz(task, path, field, image_key, label_key, num_classes):
@@ -37,28 +38,32 @@ def _read_npz(task, path, field, image_key, label_key, num_classes):
     with np.load(raw, allow_pickle=False) as arrays:
       missing = [k for k in (image_key, label_key) if k not in arrays.files]
       if missing:
-        raise ValueError(f"Task '{task}': '{path}' has no array '{missing[0]}'; expected keys "
-                         f"'{image_key}' and '{label_key}', found {sorted(arrays.files)}.")
+        raise errors.DataError(
+            f"Task '{task}': '{path}' has no array '{missing[0]}'; expected keys "
+            f"'{image_key}' and '{label_key}', found {sorted(arrays.files)}.")
       images, labels = arrays[image_key], arrays[label_key]
   except (OSError, EOFError) as e:
-    raise ValueError(f"Task '{task}': '{path}' (files.{field}) is not a readable .npz file: "
-                     f"{e}") from None
+    raise errors.DataError(
+        f"Task '{task}': '{path}' (files.{field}) is not a readable .npz file: "
+        f"{e}") from None
   except ValueError as e:
     if str(e).startswith(f"Task '{task}'"):
       raise
-    raise ValueError(f"Task '{task}': cannot read '{path}' (files.{field}): {e}") from None
+    raise errors.DataError(f"Task '{task}': cannot read '{path}' (files.{field}): {e}") from None
   return td.check_arrays(task, images, labels, num_classes, f"'{path}'")
 
 
 def _class_names(task: str, root: str, field: str) -> list[str]:
   _require(task, root, field)
   if not tf.io.gfile.isdir(root):
-    raise ValueError(f"Task '{task}': files.{field} '{root}' is not a folder; expected one "
-                     f"sub-folder of images per class.")
+    raise errors.DataError(
+        f"Task '{task}': files.{field} '{root}' is not a folder; expected one "
+        f"sub-folder of images per class.")
   names = sorted(n.rstrip("/") for n in tf.io.gfile.listdir(root)
                  if tf.io.gfile.isdir(os.path.join(root, n.rstrip("/"))))
   if not names:
-    raise ValueError(f"Task '{task}': folder '{root}' (files.{field}) has no class sub-folders.")
+    raise errors.DataError(
+        f"Task '{task}': folder '{root}' (files.{field}) has no class sub-folders.")
   return names
 
 
@@ -76,16 +81,18 @@ def _read_folder(task, root, field, classes, num_classes):
   paths, labels = [], []
   for name in present:
     if name not in classes:
-      raise ValueError(f"Task '{task}': class folder '{name}' in '{root}' is not a class of the "
-                       f"training folder; expected one of {classes}.")
+      raise errors.DataError(
+          f"Task '{task}': class folder '{name}' in '{root}' is not a class of the "
+          f"training folder; expected one of {classes}.")
     folder = os.path.join(root, name)
     for file in sorted(tf.io.gfile.listdir(folder)):
       if file.lower().endswith(_IMAGE_EXTENSIONS):
         paths.append(os.path.join(folder, file))
         labels.append(classes.index(name))
   if not paths:
-    raise ValueError(f"Task '{task}': folder '{root}' (files.{field}) holds no images; expected "
-                     f"files ending in {list(_IMAGE_EXTENSIONS)} inside its class folders.")
+    raise errors.DataError(
+        f"Task '{task}': folder '{root}' (files.{field}) holds no images; expected "
+        f"files ending in {list(_IMAGE_EXTENSIONS)} inside its class folders.")
   labels = np.asarray(labels, np.int64)
   td.check_labels(task, labels, num_classes, f"'{root}' (class folders {present})")
   ds = tf.data.Dataset.from_tensor_slices(paths).map(
@@ -97,14 +104,16 @@ def _read_folder(task, root, field, classes, num_classes):
       try:
         _decode_folder_image(tf.io.read_file(path))
       except tf.errors.InvalidArgumentError as e:
-        raise ValueError(f"Task '{task}': cannot decode image '{path}': {e.message}") from None
+        raise errors.DataError(
+            f"Task '{task}': cannot decode image '{path}': {e.message}") from None
     raise
   height, width = images[0].shape[:2]
   for path, image in zip(paths, images):
     if image.shape[:2] != (height, width):
-      raise ValueError(f"Task '{task}': image '{path}' is {image.shape[0]}x{image.shape[1]} but "
-                       f"'{paths[0]}' is {height}x{width}; all images of a folder task must have "
-                       f"the same size.")
+      raise errors.DataError(
+          f"Task '{task}': image '{path}' is {image.shape[0]}x{image.shape[1]} but "
+          f"'{paths[0]}' is {height}x{width}; all images of a folder task must have "
+          f"the same size.")
   channels = max(image.shape[-1] for image in images)
   images = np.stack([np.tile(i, (1, 1, channels // i.shape[-1])) for i in images])
   return images, labels
@@ -113,7 +122,7 @@ def _read_folder(task, root, field, classes, num_classes):
 def _tfrecord_files(task: str, pattern: str, field: str) -> list[str]:
   files = sorted(tf.io.gfile.glob(pattern))
   if not files:
-    raise FileNotFoundError(f"Task '{task}': file not found: no TFRecord file matches "
+    raise errors.DataFileNotFoundError(f"Task '{task}': file not found: no TFRecord file matches "
                             f"'{pattern}' (files.{field}).")
   return files
 
@@ -132,9 +141,10 @@ def _read_tfrecord_labels(task, pattern, field, image_key, label_key, num_classe
     if first is not None:
       shape = _decode_folder_image(tf.io.parse_single_example(first, spec)[image_key]).shape
   except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
-    raise ValueError(f"Task '{task}': cannot read TFRecords '{pattern}' (files.{field}) as "
-                     f"tf.train.Example with a bytes feature '{image_key}' (an encoded image) and "
-                     f"an int64 feature '{label_key}': {e.message}") from None
+    raise errors.DataError(
+        f"Task '{task}': cannot read TFRecords '{pattern}' (files.{field}) as "
+        f"tf.train.Example with a bytes feature '{image_key}' (an encoded image) and "
+        f"an int64 feature '{label_key}': {e.message}") from None
   td.check_labels(task, labels, num_classes, f"'{pattern}'")
   return files, labels, shape
 
@@ -166,19 +176,23 @@ def _check_fractions(task: str, src) -> None:
   for name in ("validation", "test"):
     fraction = getattr(src, f"{name}_fraction")
     if not 0 <= fraction < 1:
-      raise ValueError(f"Task '{task}': files.{name}_fraction must be in [0, 1). Received: "
-                       f"{name}_fraction={fraction:g}")
+      raise errors.DataError(
+          f"Task '{task}': files.{name}_fraction must be in [0, 1). Received: "
+          f"{name}_fraction={fraction:g}")
     if fraction and getattr(src, name):
-      raise ValueError(f"Task '{task}': files.{name} and files.{name}_fraction are both set; "
-                       f"set one of them.")
+      raise errors.DataError(
+          f"Task '{task}': files.{name} and files.{name}_fraction are both set; "
+          f"set one of them.")
     if not fraction and not getattr(src, name):
-      raise ValueError(f"Task '{task}': no {name} data; set files.{name} (files of the same "
-                       f"kind) or files.{name}_fraction (held out of the training files).")
+      raise errors.DataError(
+          f"Task '{task}': no {name} data; set files.{name} (files of the same "
+          f"kind) or files.{name}_fraction (held out of the training files).")
   total = src.validation_fraction + src.test_fraction
   if total >= 1:
-    raise ValueError(f"Task '{task}': files.validation_fraction + files.test_fraction must be "
-                     f"below 1 to leave training examples. Received: "
-                     f"{src.validation_fraction:g} + {src.test_fraction:g} = {total:g}")
+    raise errors.DataError(
+        f"Task '{task}': files.validation_fraction + files.test_fraction must be "
+        f"below 1 to leave training examples. Received: "
+        f"{src.validation_fraction:g} + {src.test_fraction:g} = {total:g}")
 
 
 def _held_out(n: int, src) -> dict[str, np.ndarray]:
@@ -201,8 +215,9 @@ def load(task_spec, *, cache_dir: str | None = None) -> td.TaskData:
   task, src, num_classes = task_spec.name, task_spec.files, task_spec.num_classes
   kinds = [k for k in _KINDS if getattr(src, k)]
   if len(kinds) != 1:
-    raise ValueError(f"Task '{task}': set exactly one of files.npz, files.folder and "
-                     f"files.tfrecord. Received: {kinds or 'none'}")
+    raise errors.DataError(
+        f"Task '{task}': set exactly one of files.npz, files.folder and "
+        f"files.tfrecord. Received: {kinds or 'none'}")
   kind = kinds[0]
   _check_fractions(task, src)
   image_key, label_key = src.image_key or "image", src.label_key or "label"
@@ -216,8 +231,9 @@ def load(task_spec, *, cache_dir: str | None = None) -> td.TaskData:
   if kind == "folder":
     classes = _class_names(task, src.folder, kind)
     if len(classes) > num_classes:
-      raise ValueError(f"Task '{task}': folder '{src.folder}' has {len(classes)} class folders "
-                       f"but num_classes is {num_classes}; classes are {classes}.")
+      raise errors.DataError(
+          f"Task '{task}': folder '{src.folder}' has {len(classes)} class folders "
+          f"but num_classes is {num_classes}; classes are {classes}.")
   arrays = {}
   for split, (path, field) in paths.items():
     if not path:
@@ -238,8 +254,9 @@ def load(task_spec, *, cache_dir: str | None = None) -> td.TaskData:
   for split, (images, labels) in arrays.items():
     td.check_not_empty(task, split, len(labels))
     if images.shape[1:3] != shape[:2]:
-      raise ValueError(f"Task '{task}': {split} images are {images.shape[1]}x{images.shape[2]} "
-                       f"but training images are {shape[0]}x{shape[1]}; expected one size.")
+      raise errors.DataError(
+          f"Task '{task}': {split} images are {images.shape[1]}x{images.shape[2]} "
+          f"but training images are {shape[0]}x{shape[1]}; expected one size.")
     images = np.tile(images, (1, 1, 1, channels // images.shape[-1]))
     splits[split], sizes[split] = td.from_arrays(images, labels), len(labels)
   # Folder names are the class names when every class has a folder.

@@ -19,6 +19,7 @@ from typing import Mapping
 import numpy as np
 import tensorflow as tf
 
+from mtsys import errors
 from mtsys.config import hparams as hp
 from mtsys.data import task_data as td
 
@@ -37,15 +38,18 @@ def augmentation_params(hparams: Mapping[str, object] | None) -> dict:
   for k in _AUGMENT_KEYS:
     params[k] = bool(params[k]) if hp.KNOWN[k].kind == hp.FLAG else float(params[k])
   if not 0 < params["crop_area_min"] <= 1:
-    raise ValueError(f"Invalid value for hyperparameter 'crop_area_min'. Expected a value in "
-                     f"(0, 1]. Received: crop_area_min={params['crop_area_min']}")
+    raise errors.ConfigError(
+        f"Invalid value for hyperparameter 'crop_area_min'. Expected a value in "
+        f"(0, 1]. Received: crop_area_min={params['crop_area_min']}")
   if not 0 < params["crop_aspect_min"] <= 1:
-    raise ValueError(f"Invalid value for hyperparameter 'crop_aspect_min'. Expected a value in "
-                     f"(0, 1]. Received: crop_aspect_min={params['crop_aspect_min']}")
+    raise errors.ConfigError(
+        f"Invalid value for hyperparameter 'crop_aspect_min'. Expected a value in "
+        f"(0, 1]. Received: crop_aspect_min={params['crop_aspect_min']}")
   for k in _AUGMENT_KEYS[4:]:
     if params[k] < 0:
-      raise ValueError(f"Invalid value for hyperparameter '{k}'. Expected a value >= 0. "
-                       f"Received: {k}={params[k]}")
+      raise errors.ConfigError(
+          f"Invalid value for hyperparameter '{k}'. Expected a value >= 0. "
+          f"Received: {k}={params[k]}")
   return params
 
 

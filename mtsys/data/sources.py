@@ -11,6 +11,7 @@ from typing import Callable
 
 import tensorflow as tf
 
+from mtsys import errors
 from mtsys.data import task_data as td
 
 Loader = Callable[..., td.TaskData]
@@ -53,11 +54,13 @@ def load_task(task_spec, *, cache_dir: str | None = None) -> td.TaskData:
   td.check_spec_basics(task_spec)
   kind = task_spec.WhichOneof("source")
   if kind is None:
-    raise ValueError(f"Task '{task_spec.name}' has no data source; set one of "
-                     f"{source_names()}.")
+    raise errors.DataError(
+        f"Task '{task_spec.name}' has no data source; set one of "
+        f"{source_names()}.")
   if kind not in _SOURCES:
-    raise ValueError(f"Unknown data source '{kind}' for task '{task_spec.name}'; expected one of "
-                     f"{source_names()}.")
+    raise errors.DataError(
+        f"Unknown data source '{kind}' for task '{task_spec.name}'; expected one of "
+        f"{source_names()}.")
   data = _SOURCES[kind](task_spec, cache_dir=cache_dir)
   for split in td.SPLITS:
     td.check_not_empty(data.name, split, data.sizes.get(split, 0))

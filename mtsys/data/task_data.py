@@ -12,6 +12,8 @@ from typing import Mapping
 import numpy as np
 import tensorflow as tf
 
+from mtsys import errors
+
 SPLITS = ("train", "validation", "test")
 
 
@@ -44,12 +46,13 @@ class TaskData:
 def check_image_size(task_name: str, image_size: int, patch_size: int) -> None:
   """Raises ValueError unless `image_size` is a positive multiple of `patch_size`."""
   if patch_size <= 0:
-    raise ValueError(f"Task '{task_name}': patch size must be positive. Received: "
-                     f"patch_size={patch_size}")
+    raise errors.DataError(
+        f"Task '{task_name}': patch size must be positive. Received: "
+        f"patch_size={patch_size}")
   if image_size <= 0 or image_size % patch_size:
     below = max(patch_size, image_size // patch_size * patch_size)
     nearest = sorted({below, below + patch_size} if image_size > patch_size else {patch_size})
-    raise ValueError(
+    raise errors.DataError(
         f"Task '{task_name}': image size {image_size} is not a multiple of the patch size "
         f"{patch_size}; expected one of [{patch_size}, {2 * patch_size}, ...] (nearest: "
         f"{' or '.join(map(str, nearest))}).")
@@ -58,13 +61,15 @@ def check_image_size(task_name: str, image_size: int, patch_size: int) -> None:
 def check_spec_basics(task_spec) -> None:
   """Checks what every source needs: a name, num_classes > 0, channels in {0, 1, 3}."""
   if not task_spec.name:
-    raise ValueError("A task has an empty name; every TaskSpec needs a unique `name`.")
+    raise errors.DataError("A task has an empty name; every TaskSpec needs a unique `name`.")
   if task_spec.num_classes <= 0:
-    raise ValueError(f"Task '{task_spec.name}': num_classes must be positive. Received: "
-                     f"num_classes={task_spec.num_classes}")
+    raise errors.DataError(
+        f"Task '{task_spec.name}': num_classes must be positive. Received: "
+        f"num_classes={task_spec.num_classes}")
   if task_spec.channels not in (0, 1, 3):
-    raise ValueError(f"Task '{task_spec.name}': channels must be 0 (from the data), 1 or 3. "
-                     f"Received: channels={task_spec.channels}")
+    raise errors.DataError(
+        f"Task '{task_spec.name}': channels must be 0 (from the data), 1 or 3. "
+        f"Received: channels={task_spec.channels}")
 
 
 def check_arrays(task: str, images, labels, num_classes: int, where: str) -> tuple:
@@ -80,19 +85,23 @@ def check_arrays(task: str, images, labels, num_classes: int, where: str) -> tup
   images = np.asarray(images)
   labels = np.asarray(labels)
   if images.dtype != np.uint8:
-    raise ValueError(f"Task '{task}': images in {where} must be uint8 (0-255); got dtype "
-                     f"{images.dtype}.")
+    raise errors.DataError(
+        f"Task '{task}': images in {where} must be uint8 (0-255); got dtype "
+        f"{images.dtype}.")
   if images.ndim == 3:
     images = images[..., None]
   if images.ndim != 4 or images.shape[-1] not in (1, 3):
-    raise ValueError(f"Task '{task}': images in {where} must have shape (N, H, W) or (N, H, W, C) "
-                     f"with C in {{1, 3}}; got shape {tuple(np.asarray(images).shape)}.")
+    raise errors.DataError(
+        f"Task '{task}': images in {where} must have shape (N, H, W) or (N, H, W, C) "
+        f"with C in {{1, 3}}; got shape {tuple(np.asarray(images).shape)}.")
   if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-    raise ValueError(f"Task '{task}': labels in {where} must have shape ({images.shape[0]},) to "
-                     f"match the {images.shape[0]} images; got shape {labels.shape}.")
+    raise errors.DataError(
+        f"Task '{task}': labels in {where} must have shape ({images.shape[0]},) to "
+        f"match the {images.shape[0]} images; got shape {labels.shape}.")
   if not np.issubdtype(labels.dtype, np.integer):
-    raise ValueError(f"Task '{task}': labels in {where} must be integers; got dtype "
-                     f"{labels.dtype}.")
+    raise errors.DataError(
+        f"Task '{task}': labels in {where} must be integers; got dtype "
+        f"{labels.dtype}.")
   check_labels(task, labels, num_classes, where)
   return images, labels.astype(np.int64)
 
@@ -100,14 +109,16 @@ def check_arrays(task: str, images, labels, num_classes: int, where: str) -> tup
 def check_labels(task: str, labels: np.ndarray, num_classes: int, where: str) -> None:
   bad = labels[(labels < 0) | (labels >= num_classes)]
   if bad.size:
-    raise ValueError(f"Task '{task}': label {int(bad[0])} in {where} is out of range "
-                     f"[0, {num_classes}) (num_classes={num_classes}).")
+    raise errors.DataError(
+        f"Task '{task}': label {int(bad[0])} in {where} is out of range "
+        f"[0, {num_classes}) (num_classes={num_classes}).")
 
 
 def check_not_empty(task: str, split: str, size: int) -> None:
   if size <= 0:
-    raise ValueError(f"Task '{task}': split '{split}' is empty; every task needs train, "
-                     f"validation and test examples.")
+    raise errors.DataError(
+        f"Task '{task}': split '{split}' is empty; every task needs train, "
+        f"validation and test examples.")
 
 
 def convert_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
@@ -119,7 +130,8 @@ def convert_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
     return tf.tile(image, [1] * (image.shape.rank - 1) + [3])
   if have == 3 and channels == 1:
     return tf.image.rgb_to_grayscale(image)
-  raise ValueError(f"Cannot convert images with {have} channels to {channels}; expected 1 or 3.")
+  raise errors.DataError(
+      f"Cannot convert images with {have} channels to {channels}; expected 1 or 3.")
 
 
 def from_arrays(images: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from mtsys import errors
 from mtsys.data import sources
 from mtsys.data import task_data as td
 
@@ -20,15 +21,17 @@ _CACHE_BYTES = 256 << 20
 def _check_split(task: str, field: str, split: str) -> None:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   if not split:
-    raise ValueError(f"Task '{task}': tfds.{field} is empty; expected a TFDS split such as "
-                     f"'train' or 'train[5%:]'.")
+    raise errors.DataError(
+        f"Task '{task}': tfds.{field} is empty; expected a TFDS split such as "
+        f"'train' or 'train[5%:]'.")
   try:
     tfds.core.ReadInstruction.from_spec(split)
   except (ValueError, TypeError, AssertionError):
-    raise ValueError(f"Task '{task}': TFDS split '{split}' (tfds.{field}) does not parse; "
-                     f"expected TFDS split syntax such as 'train', 'train[5%:]' or "
-                     f"'validation[:50%]' (see https://www.tensorflow.org/datasets/splits)."
-                     ) from None
+    raise errors.DataError(
+        f"Task '{task}': TFDS split '{split}' (tfds.{field}) does not parse; "
+        f"expected TFDS split syntax such as 'train', 'train[5%:]' or "
+        f"'validation[:50%]' (see https://www.tensorflow.org/datasets/splits)."
+        ) from None
 
 
 def _num_examples(info, split: str, ds: tf.data.Dataset) -> int:
@@ -48,8 +51,9 @@ def load(task_spec, *, cache_dir: str | None = None) -> td.TaskData:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   task, src, num_classes = task_spec.name, task_spec.tfds, task_spec.num_classes
   if not src.name:
-    raise ValueError(f"Task '{task}': tfds.name is empty; expected a TFDS catalog name such as "
-                     f"'mnist' or 'cmaterdb/bangla'.")
+    raise errors.DataError(
+        f"Task '{task}': tfds.name is empty; expected a TFDS catalog name such as "
+        f"'mnist' or 'cmaterdb/bangla'.")
   split_of = {"train": src.train_split, "validation": src.validation_split,
               "test": src.test_split}
   for name, split in split_of.items():
@@ -60,22 +64,25 @@ def load(task_spec, *, cache_dir: str | None = None) -> td.TaskData:
   try:
     builder = tfds.builder(src.name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
-    raise ValueError(f"Task '{task}': unknown TFDS dataset '{src.name}': {e}") from None
+    raise errors.DataError(f"Task '{task}': unknown TFDS dataset '{src.name}': {e}") from None
   features = builder.info.features
   for role, key in (("image", image_key), ("label", label_key)):
     if key not in features:
-      raise ValueError(f"Task '{task}': TFDS dataset '{src.name}' has no {role} feature '{key}'; "
-                       f"expected one of {sorted(features.keys())}.")
+      raise errors.DataError(
+          f"Task '{task}': TFDS dataset '{src.name}' has no {role} feature '{key}'; "
+          f"expected one of {sorted(features.keys())}.")
   label_feature = features[label_key]
   if isinstance(label_feature, tfds.features.ClassLabel) and (
       label_feature.num_classes != num_classes):
-    raise ValueError(f"Task '{task}': num_classes is {num_classes} but TFDS dataset "
-                     f"'{src.name}' feature '{label_key}' has {label_feature.num_classes} "
-                     f"classes.")
+    raise errors.DataError(
+        f"Task '{task}': num_classes is {num_classes} but TFDS dataset "
+        f"'{src.name}' feature '{label_key}' has {label_feature.num_classes} "
+        f"classes.")
   feature_shape = tuple(features[image_key].shape)
   if len(feature_shape) != 3:
-    raise ValueError(f"Task '{task}': TFDS feature '{image_key}' of '{src.name}' has shape "
-                     f"{feature_shape}; expected an image (H, W, C).")
+    raise errors.DataError(
+        f"Task '{task}': TFDS feature '{image_key}' of '{src.name}' has shape "
+        f"{feature_shape}; expected an image (H, W, C).")
 
   def to_pair(example):
     # TFDS labels are only checked as they stream by: reading a split to check it up front
@@ -92,8 +99,9 @@ def load(task_spec, *, cache_dir: str | None = None) -> td.TaskData:
       ds, info = tfds.load(src.name, split=split, data_dir=data_dir, as_supervised=False,
                            with_info=True)
     except (ValueError, KeyError) as e:
-      raise ValueError(f"Task '{task}': cannot load split '{split}' of TFDS dataset "
-                       f"'{src.name}': {e}") from e
+      raise errors.DataError(
+          f"Task '{task}': cannot load split '{split}' of TFDS dataset "
+          f"'{src.name}': {e}") from e
     sizes[name] = _num_examples(info, split, ds)
     td.check_not_empty(task, name, sizes[name])
     splits[name] = ds.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE)

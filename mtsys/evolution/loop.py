@@ -23,6 +23,7 @@ from typing import Callable, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from mtsys import errors
 from mtsys import data as mdata
 from mtsys.config import hparams as hp
 from mtsys.config import loader
@@ -93,15 +94,17 @@ def check_compatible(stored: mtsys_pb2.SystemConfig, config: loader.Config) -> N
   task already in the system keeps its number of classes (its head depends on it).
   """
   if stored.HasField("root") and stored.root != config.proto.root:
-    raise ValueError(f"The system was made with root {{{_short(stored.root)}}}; the config asks for "
-                     f"root {{{_short(config.proto.root)}}}. Use the original root or a new "
-                     "system directory.")
+    raise errors.IncompatibleSystemError(
+        f"The system was made with root {{{_short(stored.root)}}}; the config asks for "
+        f"root {{{_short(config.proto.root)}}}. Use the original root or a new "
+        "system directory.")
   before = {t.name: t for t in stored.task}
   for task in config.tasks:
     old = before.get(task.name)
     if old is not None and old.num_classes != task.num_classes:
-      raise ValueError(f"Task '{task.name}' has {old.num_classes} classes in the system; the "
-                       f"config says {task.num_classes}. Give the changed task a new name.")
+      raise errors.IncompatibleSystemError(
+          f"Task '{task.name}' has {old.num_classes} classes in the system; the "
+          f"config says {task.num_classes}. Give the changed task a new name.")
 
 
 def _short(msg) -> str:
@@ -304,7 +307,9 @@ class Evolver:
     # Only the task's own paths qualify: muNet's population also holds other tasks' seeds.
     own = [p for p in state.population if p.task == task.name]
     if not own:
-      raise RuntimeError(f"Task '{task.name}': no child was kept in this active phase.")
+      raise errors.TrainingError(
+          f"Task '{task.name}': no child was kept in this active phase (every child failed to "
+          "beat an empty parent); check the task's data and the search space's learning rates.")
     best = max(own, key=lambda p: p.score)
     best_copy = mtsys_pb2.PathSpec()
     best_copy.CopyFrom(best)

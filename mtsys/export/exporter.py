@@ -24,6 +24,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from mtsys import errors
 from mtsys.export import audit
 from mtsys.export import graph as mgraph
 from mtsys.export import layout
@@ -71,18 +72,20 @@ def select_tasks(config: mtsys_pb2.SystemConfig, paths: dict,
   if tasks:
     for name in tasks:
       if name not in known and name not in paths:
-        raise ValueError(f"Unknown task '{name}'; the system's tasks are {known}.")
+        raise errors.UnknownTaskError(f"Unknown task '{name}'; the system's tasks are {known}.")
       if name not in paths:
-        raise ValueError(f"Task '{name}' has no trained path in the system yet; evolve it first "
-                         f"or leave it out. Tasks with paths: {sorted(paths)}.")
+        raise errors.ExportError(
+            f"Task '{name}' has no trained path in the system yet; evolve it first "
+            f"or leave it out. Tasks with paths: {sorted(paths)}.")
     if len(set(tasks)) != len(tasks):
-      raise ValueError(f"Tasks named twice in {list(tasks)}.")
+      raise errors.ExportError(f"Tasks named twice in {list(tasks)}.")
     return list(tasks)
   private = {t.name for t in config.task if _is_private(t)}
   chosen = [n for n in known if n in paths and n not in private]
   if not chosen:
-    raise ValueError(f"No public task with a trained path to export (tasks with paths: "
-                     f"{sorted(paths)}; private tasks are exported only when named in tasks).")
+    raise errors.ExportError(
+        f"No public task with a trained path to export (tasks with paths: "
+        f"{sorted(paths)}; private tasks are exported only when named in tasks).")
   return chosen
 
 
@@ -123,7 +126,8 @@ def export(system_dir: str, export_base: str, model_name: str, *,
   if default_task is None:
     default_task = names[0]
   if default_task not in names:
-    raise ValueError(f"Default task '{default_task}' is not among the exported tasks {names}.")
+    raise errors.ExportError(
+        f"Default task '{default_task}' is not among the exported tasks {names}.")
   version = layout.check_target(export_base, model_name, version)
   classes = {t.name: t.num_classes for t in config.task}
   task_paths = [_task_path(config, paths[n], classes.get(n, 0)) for n in names]
@@ -187,8 +191,9 @@ def _audit(task_functions: dict, system: mgraph.SystemGraph) -> dict:
       read = sorted(audit.variables_read(fn, labelled))
       want = sorted(set(task.path.component_ids))
       if read != want:
-        raise ValueError(f"Signature '{key}' reads the variables of components {read}; its "
-                         f"path uses {want}.")
+        raise errors.ExportError(
+            f"Signature '{key}' reads the variables of components {read}; its "
+            f"path uses {want}.")
       reads[key] = read
   return reads
 

@@ -19,6 +19,8 @@ import uuid
 
 import tensorflow as tf
 
+from mtsys import errors
+
 _OBJECT_STORE_SCHEMES = ("gs://", "s3://")
 _TMP_PREFIX = "_tmp_"
 
@@ -58,22 +60,25 @@ def check_target(export_base: str, model_name: str, version: int | None) -> int:
       path component, the version is not positive, or it exists already.
   """
   if not model_name or "/" in model_name or model_name in (".", "..") or model_name.isdigit():
-    raise ValueError(f"Invalid model name {model_name!r}: expected one directory name that is "
-                     "not a number (TF Serving reads <export_base>/<model_name>/<version>/).")
+    raise errors.ExportError(
+        f"Invalid model name {model_name!r}: expected one directory name that is "
+        "not a number (TF Serving reads <export_base>/<model_name>/<version>/).")
   base = normalize_base(export_base)
   for path in (base, model_dir(base, model_name)):
     if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
-      raise ValueError(f"Export base {path!r} is a file; expected a directory (or a path that "
-                       "does not exist yet).")
+      raise errors.ExportError(
+          f"Export base {path!r} is a file; expected a directory (or a path that "
+          "does not exist yet).")
   existing = versions(model_dir(base, model_name))
   if version is None:
     return (existing[-1] + 1) if existing else 1
   if isinstance(version, bool) or not isinstance(version, int) or version <= 0:
-    raise ValueError(f"Invalid version {version!r}: expected a positive integer.")
+    raise errors.ExportError(f"Invalid version {version!r}: expected a positive integer.")
   if version in existing:
-    raise ValueError(f"Version {version} of model '{model_name}' already exists in "
-                     f"{model_dir(base, model_name)}; versions are immutable: choose another "
-                     f"version (next free: {existing[-1] + 1}).")
+    raise errors.ExportError(
+        f"Version {version} of model '{model_name}' already exists in "
+        f"{model_dir(base, model_name)}; versions are immutable: choose another "
+        f"version (next free: {existing[-1] + 1}).")
   return version
 
 
@@ -89,10 +94,11 @@ def publish(tmp_dir: str, model_directory: str, version: int) -> str:
     try:
       os.rename(tmp_dir, final)  # atomic; fails if `final` exists and is not empty
     except OSError as e:
-      raise ValueError(f"Cannot publish version {version} at {final}: {e}") from e
+      raise errors.ExportError(f"Cannot publish version {version} at {final}: {e}") from e
     return final
   if tf.io.gfile.exists(final):
-    raise ValueError(f"Version {version} appeared at {final} while exporting; not overwritten.")
+    raise errors.ExportError(
+        f"Version {version} appeared at {final} while exporting; not overwritten.")
   files = [f for f in _files(tmp_dir) if f != "saved_model.pb"] + ["saved_model.pb"]
   for rel in files:
     target = _join(final, rel)

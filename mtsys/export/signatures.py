@@ -20,6 +20,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from mtsys import errors
 from mtsys import data as mdata
 from mtsys.export import graph as mgraph
 from mtsys.export import preprocess
@@ -40,8 +41,9 @@ def check_task_names(names: Sequence[str]) -> None:
   """Raises ValueError for a task whose name collides with a reserved signature key."""
   for name in names:
     if name in RESERVED:
-      raise ValueError(f"Task '{name}' cannot be exported: its name is the reserved signature "
-                       f"key '{name}' (reserved: {list(RESERVED)}). Rename the task.")
+      raise errors.ExportError(
+          f"Task '{name}' cannot be exported: its name is the reserved signature "
+          f"key '{name}' (reserved: {list(RESERVED)}). Rename the task.")
 
 
 def signature_keys(task_names: Sequence[str]) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from mtsys import errors
 from mtsys.export import graph as mgraph
 from mtsys.export import serving_files
 from mtsys.export import signatures as msig
@@ -82,13 +83,15 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def _check(what: str, got: np.ndarray, want: np.ndarray, exact: bool) -> None:
   got, want = np.asarray(got), np.asarray(want)
   if got.shape != want.shape:
-    raise ValueError(f"Export validation failed: {what} has shape {got.shape}; the library "
-                     f"gives {want.shape}.")
+    raise errors.ExportError(
+        f"Export validation failed: {what} has shape {got.shape}; the library "
+        f"gives {want.shape}.")
   diff = float(np.max(np.abs(got - want))) if got.size else 0.0
   if (exact and not np.array_equal(got, want)) or diff > TOLERANCE:
-    raise ValueError(f"Export validation failed: {what} differs from the library's in-process "
-                     f"prediction by up to {diff:g} (allowed: "
-                     f"{'none' if exact else TOLERANCE}).")
+    raise errors.ExportError(
+        f"Export validation failed: {what} differs from the library's in-process "
+        f"prediction by up to {diff:g} (allowed: "
+        f"{'none' if exact else TOLERANCE}).")
 
 
 def check_export(version_dir: str, system: mgraph.SystemGraph, specs: Mapping, weights: Mapping,
@@ -103,7 +106,7 @@ def check_export(version_dir: str, system: mgraph.SystemGraph, specs: Mapping, w
   missing = sorted(set(msig.signature_keys([t.name for t in system.tasks]))
                    - set(loaded.signatures))
   if missing:
-    raise ValueError(f"Export validation failed: signatures {missing} are missing.")
+    raise errors.ExportError(f"Export validation failed: signatures {missing} are missing.")
   index_of = {t.name: i for i, t in enumerate(system.tasks)}
   cache: dict = {}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import tensorflow as tf
 
+from mtsys import errors
 from mtsys.protos import mtsys_pb2
 from mtsys.system import root as mroot
 from mtsys.system import store as mstore
@@ -74,7 +75,7 @@ def remove_task(store: mstore.Store, task_name: str) -> RemovalReport:
   """
   known = known_tasks(store)
   if task_name not in known:
-    raise ValueError(f"Unknown task '{task_name}'; expected one of {known}.")
+    raise errors.UnknownTaskError(f"Unknown task '{task_name}'; expected one of {known}.")
   report = RemovalReport(task=task_name)
 
   # 1. The evolution state: forget the task, and discard its active phase.
@@ -133,6 +134,15 @@ def _is_empty_dir(root: str) -> bool:
                                           and not tf.io.gfile.listdir(root))
 
 
+def is_fork_of(dst_root: str, src_root: str) -> bool:
+  """True when `dst_root` holds a system forked from `src_root` (its nearest component source)."""
+  try:
+    sources = mstore.Store.open(dst_root).component_sources
+  except mstore.SystemNotFoundError:
+    return False
+  return bool(sources) and sources[0] == mstore.normalize_root(src_root)
+
+
 def fork(src_root: str, dst_root: str) -> mstore.Store:
   """Makes `dst_root` a fork of the system at `src_root` and returns its store.
 
@@ -148,13 +158,14 @@ def fork(src_root: str, dst_root: str) -> mstore.Store:
 
   Raises:
     SystemNotFoundError: no system at `src_root`.
-    FileExistsError: `dst_root` is not empty.
+    IncompatibleSystemError: `dst_root` is `src_root` or is not empty.
   """
   src = mstore.Store.open(src_root)
   if mstore.normalize_root(src_root) == mstore.normalize_root(dst_root):
-    raise ValueError(f"Cannot fork {src_root} into itself.")
+    raise errors.IncompatibleSystemError(f"Cannot fork {src_root} into itself.")
   if not _is_empty_dir(dst_root):
-    raise FileExistsError(f"Cannot fork into {dst_root}: it exists and is not empty.")
+    raise errors.IncompatibleSystemError(
+        f"Cannot fork into {dst_root}: it exists and is not empty.")
   state = src.read_state()
   sources = [mstore.normalize_root(src.root)] + src.component_sources
   dst = mstore.Store.create(dst_root, state.config, component_sources=sources)

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 import keras
 import numpy as np
 
+from mtsys import errors
 from mtsys import components
 from mtsys.config import loader
 from mtsys.config import names
@@ -76,8 +77,9 @@ def root_ids(config: loader.Config) -> list[str]:
 def make_root(config: loader.Config) -> list[tuple[mtsys_pb2.ComponentSpec, list[np.ndarray]]]:
   """The root components with their initial weights, ids 'root.<kind>[.i]'."""
   if config.proto.root.checkpoint:
-    raise ValueError(f"root.checkpoint={config.proto.root.checkpoint!r}: loading pretrained "
-                     "checkpoints is not supported yet; leave it empty for a random root.")
+    raise errors.ConfigError(
+        f"root.checkpoint={config.proto.root.checkpoint!r}: loading pretrained "
+        "checkpoints is not supported yet; leave it empty for a random root.")
   layers = root_layers(config)
   size, channels = config.proto.root.image_size, config.proto.root.channels
   assembly.chain(layers, size, channels, name="root")  # builds every layer

@@ -36,6 +36,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from mtsys import errors
 from mtsys.config import names
 from mtsys.protos import mtsys_pb2
 
@@ -50,20 +51,13 @@ _OPTIMIZER = "optimizer.npz"
 _OBJECT_STORE_SCHEMES = ("gs://", "s3://")
 
 
-class StoreError(Exception):
-  """Base class of store errors."""
-
-
-class CorruptFileError(StoreError):
-  """A stored file does not match its checksum or cannot be parsed."""
-
-
-class IncompatibleSchemaError(StoreError):
-  """The directory was written by an incompatible mtsys schema version."""
-
-
-class SystemNotFoundError(StoreError):
-  """No system at the given directory."""
+# The store's errors (mtsys.errors), under the names callers have always used.
+StoreError = errors.StoreError
+CorruptFileError = errors.CorruptFileError
+IncompatibleSchemaError = errors.IncompatibleSchemaError
+SystemNotFoundError = errors.SystemNotFoundError
+StoreAccessError = errors.StoreAccessError
+MissingComponentError = errors.MissingComponentError
 
 
 def _join(*parts: str) -> str:
@@ -92,7 +86,7 @@ def _npz_arrays(data: bytes, path: str) -> list[np.ndarray]:
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
       return [npz[k] for k in sorted(npz.files)]
   except Exception as e:  # zipfile/ValueError: any unreadable archive is corruption.
-    raise CorruptFileError(f"Cannot read weights file {path}: {e}") from None
+    raise CorruptFileError(f"Cannot read weights file {path}: {e}") from e
 
 
 class Store:
@@ -243,7 +237,7 @@ class Store:
     """component_root, raising KeyError when no directory holds the component."""
     root = self.component_root(component_id)
     if root is None:
-      raise KeyError(f"No component '{component_id}' in {self.root}"
+      raise MissingComponentError(f"No component '{component_id}' in {self.root}"
                      + (f" or its component sources {self.component_sources}."
                         if self.component_sources else "."))
     return root
@@ -379,23 +373,28 @@ class Store:
 
   # --------------------------------------------------------------------- I/O
   def _read(self, path: str) -> bytes:
-    if not tf.io.gfile.exists(path):
-      raise CorruptFileError(f"Missing file {path}.")
-    with tf.io.gfile.GFile(path, "rb") as f:
-      return f.read()
+    try:
+      if not tf.io.gfile.exists(path):
+        raise CorruptFileError(f"Missing file {path}.")
+      with tf.io.gfile.GFile(path, "rb") as f:
+        return f.read()
+    except tf.errors.OpError as e:  # permissions, a transient remote error: not corruption
+      raise StoreAccessError(f"Cannot read {path}: {e.message}") from e
 
   def _parse(self, path: str, message):
+    data = self._read(path)
     try:
-      message.ParseFromString(self._read(path))
-    except CorruptFileError:
-      raise
+      message.ParseFromString(data)
     except Exception as e:  # DecodeError: a damaged protobuf.
-      raise CorruptFileError(f"Cannot parse {path} as {message.DESCRIPTOR.name}: {e}") from None
+      raise CorruptFileError(f"Cannot parse {path} as {message.DESCRIPTOR.name}: {e}") from e
     return message
 
   def _write_plain(self, path: str, data: bytes) -> None:
-    with tf.io.gfile.GFile(path, "wb") as f:
-      f.write(data)
+    try:
+      with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(data)
+    except tf.errors.OpError as e:
+      raise StoreAccessError(f"Cannot write {path}: {e.message}") from e
 
   def _write_atomic(self, path: str, data: bytes) -> None:
     if path.startswith(_OBJECT_STORE_SCHEMES):

@@ -17,6 +17,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from mtsys import errors
 from mtsys import data as mdata
 from mtsys.config import hparams as hp
 from mtsys.config import loader
@@ -88,7 +89,7 @@ def run(config: loader.Config, output_dir: str, *, methods: Optional[Sequence[st
   methods = list(methods or bl.methods)
   for m in methods:
     if m not in METHODS:
-      raise ValueError(f"Unknown baseline method '{m}'; expected one of {list(METHODS)}.")
+      raise errors.ConfigError(f"Unknown baseline method '{m}'; expected one of {list(METHODS)}.")
   task_specs = [config.task(t) for t in tasks] if tasks else list(config.tasks)
   root = config.proto.root
   for t in task_specs:

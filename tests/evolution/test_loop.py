@@ -203,6 +203,10 @@ def test_fork_and_remove_task_from_the_command_line(tmp_path):
   done = evolve(f"--system_dir={fork}", f"--fork_from={tmp_path / 'source'}")
   assert done.returncode == 0, done.stderr[-3000:]
   assert f"Forked {tmp_path / 'source'} into {fork}." in done.stdout
+  # The README's "rerun the same command" habit continues the fork.
+  done = evolve(f"--system_dir={fork}", f"--fork_from={tmp_path / 'source'}")
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert f"{fork} is already a fork of {tmp_path / 'source'}: continuing it." in done.stdout
 
   # The fork cannot delete what it reads from its source, and says so.
   done = evolve(f"--system_dir={fork}", "--remove_task=b")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mtsys import errors
 from mtsys import testing
 from mtsys.config import loader
 from mtsys.protos import mtsys_pb2
@@ -372,8 +373,11 @@ def test_fork_of_a_fork_and_detach(base, tmp_path):
 def test_fork_refuses_a_non_empty_destination_and_a_missing_source(base, tmp_path):
   _build(f"{base}/src", _config(tmp_path))
   admin.fork(f"{base}/src", f"{base}/dst")
-  with pytest.raises(FileExistsError, match="not empty"):
+  with pytest.raises(errors.IncompatibleSystemError, match="not empty"):
     admin.fork(f"{base}/src", f"{base}/dst")
+  assert admin.is_fork_of(f"{base}/dst", f"{base}/src")
+  assert not admin.is_fork_of(f"{base}/src", f"{base}/dst")
+  assert not admin.is_fork_of(f"{base}/nothing", f"{base}/src")
   with pytest.raises(ValueError, match="into itself"):
     admin.fork(f"{base}/src", f"{base}/src/")
   with pytest.raises(mstore.SystemNotFoundError):
