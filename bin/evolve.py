@@ -80,21 +80,17 @@ def main(argv):
             f"component sources {system.component_sources}; remove the task there too to delete "
             "them.")
     return
-  # Bad input (unknown tasks, bad data, an incompatible system) fails before the store is touched.
-  task_data = loop.load_tasks(config, FLAGS.tasks or [t.name for t in config.tasks])
+  # Bad input (unknown tasks, bad data, an incompatible system, a root that cannot be made)
+  # fails before the store is touched.
+  task_data, existing = loop.preflight(config, FLAGS.system_dir,
+                                       FLAGS.tasks or [t.name for t in config.tasks],
+                                       fork_from=FLAGS.fork_from)
   if FLAGS.fork_from and admin.is_fork_of(FLAGS.system_dir, FLAGS.fork_from):
     # Rerunning the same command continues the fork, as any rerun continues a run.
     print(f"{FLAGS.system_dir} is already a fork of {FLAGS.fork_from}: continuing it.")
   elif FLAGS.fork_from:
-    loop.check_compatible(mstore.Store.open(FLAGS.fork_from).read_state().config, config)
-    admin.fork(FLAGS.fork_from, FLAGS.system_dir)
+    existing = admin.fork(FLAGS.fork_from, FLAGS.system_dir)
     print(f"Forked {FLAGS.fork_from} into {FLAGS.system_dir}.")
-  try:
-    existing = mstore.Store.open(FLAGS.system_dir)
-  except mstore.SystemNotFoundError:
-    existing = None
-  if existing is not None:
-    loop.check_compatible(existing.read_state().config, config)
   store = existing or mstore.Store.create(FLAGS.system_dir, config.proto)
   store.write_config(config.proto)
   strategy = mstrategy.make_strategy(common.distribution(config))

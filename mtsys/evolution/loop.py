@@ -87,6 +87,33 @@ def load_tasks(config: loader.Config, names: Sequence[str]) -> dict:
   return out
 
 
+def preflight(config: loader.Config, system_dir: str, names: Sequence[str],
+              fork_from: Optional[str] = None) -> tuple[dict, Optional[mstore.Store]]:
+  """Checks everything a run needs before its first write to `system_dir`.
+
+  The tasks' data (shapes, labels, splits), the system directory's compatibility with `config`,
+  and the root's source (a pretraining task's data, no unsupported checkpoint) when the system
+  does not hold the root yet. A failed check leaves the directory exactly as it was. With
+  `fork_from`, the system to fork must exist and be compatible too (it holds the root the fork
+  will read).
+
+  Returns:
+    The tasks' data by name, and the existing system's store (None for a new system).
+  """
+  task_data = load_tasks(config, names)
+  try:
+    existing = mstore.Store.open(system_dir)
+  except mstore.SystemNotFoundError:
+    existing = None
+  if existing is not None:
+    check_compatible(existing.read_state().config, config)
+  source = mstore.Store.open(fork_from) if fork_from else None
+  if source is not None:
+    check_compatible(source.read_state().config, config)
+  pretrain.check_root_source(config, [existing, source])
+  return task_data, existing
+
+
 def check_compatible(stored: mtsys_pb2.SystemConfig, config: loader.Config) -> None:
   """Raises ValueError when `config` cannot continue a system made with `stored`.
 

@@ -95,6 +95,7 @@ def run(config: loader.Config, output_dir: str, *, methods: Optional[Sequence[st
   for t in task_specs:
     mdata.check_image_size(t.name, root.image_size, config.arch.patch_size)
   task_data = {t.name: mdata.load_task(t) for t in task_specs}
+  pretrain.check_root_source(config, [root_from])  # before the first store is created
   budget = trainer.Budget(bl.epochs, bl.max_batches_per_epoch, bl.batch_size)
   hparams = hp.defaults(config.search_space)
   seed = int(bl.seed)

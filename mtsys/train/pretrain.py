@@ -15,12 +15,13 @@ pretrained root.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import keras
 import tensorflow as tf
 
 from mtsys import data as mdata
+from mtsys import errors
 from mtsys.config import hparams as hp
 from mtsys.config import loader
 from mtsys.protos import mtsys_pb2
@@ -61,6 +62,31 @@ def root_components(config: loader.Config, *, strategy: Optional[tf.distribute.S
   if key not in _PRETRAINED:
     _PRETRAINED[key] = _pretrain(config, strategy, log)
   return [(_copy(spec), weights, slots) for spec, weights, slots in _PRETRAINED[key]]
+
+
+def check_root_source(config: loader.Config,
+                      holders: Sequence[Optional[mstore.Store]] = ()) -> None:
+  """Checks, writing nothing, that the root can be made; call before a run's first write.
+
+  Nothing is checked when one of `holders` (an existing system, the system baselines copy the
+  root from) already holds the whole root. Otherwise the root must not name a checkpoint (not
+  supported yet), and the pretraining task's data must load and fit the root.
+
+  Raises:
+    ConfigError, DataError: naming the field or the data.
+  """
+  ids = mroot.root_ids(config)
+  if any(h is not None and all(h.has_component(c) for c in ids) for h in holders):
+    return
+  root = config.proto.root
+  if root.checkpoint:
+    raise errors.ConfigError(
+        f"root.checkpoint={root.checkpoint!r}: loading pretrained checkpoints is not supported "
+        "yet; leave it empty for a random root, or set root.pretrain.")
+  if root.HasField("pretrain"):
+    task = root.pretrain.task
+    mdata.check_image_size(task.name, root.image_size, config.arch.patch_size)
+    mdata.load_task(task)  # validates the data (shapes, labels, splits)
 
 
 def ensure_root(store: mstore.Store, config: loader.Config, *,

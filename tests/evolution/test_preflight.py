@@ -1,0 +1,70 @@
+"""Everything a run needs is checked before its first write: a failed run leaves the system
+directory exactly as it was (here: absent), so fixing the config and rerunning just works."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mtsys import errors
+from mtsys import testing
+from mtsys.config import loader
+from mtsys.evolution import loop
+from mtsys.system import synthetic
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _config(tmp_path, root_extra="", pretrain_npz=None):
+  npz = testing.write_band_npz(str(tmp_path), "t", 0)
+  pretrain = ""
+  if pretrain_npz is not None:
+    pretrain = (f'pretrain {{ task {{ name: "pre" num_classes: 3 files {{ npz: "{pretrain_npz}" '
+                'validation_fraction: 0.2 test_fraction: 0.2 } } epochs: 1 }')
+  return (f'root {{ vit: "tiny/4" image_size: 8 channels: 1 num_blocks: 1 seed: 5 {root_extra} '
+          f'{pretrain} }}\n'
+          f'task {{ name: "t" num_classes: 3 files {{ npz: "{npz}" validation_fraction: 0.2 '
+          'test_fraction: 0.2 } }\n')
+
+
+def test_checkpoint_root_fails_before_the_system_exists(tmp_path):
+  config = loader.parse(_config(tmp_path, 'checkpoint: "/ckpt/vit"'))
+  with pytest.raises(errors.ConfigError, match=r"root.checkpoint='/ckpt/vit': loading pretrained "
+                                               r"checkpoints is not supported yet"):
+    loop.preflight(config, str(tmp_path / "system"), ["t"])
+  assert not (tmp_path / "system").exists()
+
+
+def test_bad_pretraining_data_fails_before_the_system_exists(tmp_path):
+  config = loader.parse(_config(tmp_path, pretrain_npz=str(tmp_path / "missing.npz")))
+  with pytest.raises(errors.DataFileNotFoundError, match=r"Task 'pre': file not found"):
+    loop.preflight(config, str(tmp_path / "system"), ["t"])
+  assert not (tmp_path / "system").exists()
+
+
+def test_a_system_that_holds_the_root_needs_no_root_source(tmp_path):
+  config = loader.parse(_config(tmp_path))
+  synthetic.make_system(str(tmp_path / "system"), config)
+  with_checkpoint = loader.parse(_config(tmp_path, 'checkpoint: "/ckpt/vit"'))
+  # The root config differs, so the stored system is incompatible: said before any write.
+  with pytest.raises(errors.IncompatibleSystemError, match="The system was made with root"):
+    loop.preflight(with_checkpoint, str(tmp_path / "system"), ["t"])
+  task_data, existing = loop.preflight(config, str(tmp_path / "system"), ["t"])
+  assert existing is not None and sorted(task_data) == ["t"]
+
+
+def test_cli_leaves_no_directory_then_the_fixed_config_runs(tmp_path):
+  path = tmp_path / "c.textproto"
+  path.write_text(_config(tmp_path, 'checkpoint: "/ckpt/vit"'))
+  cmd = [sys.executable, os.path.join(_REPO, "bin", "evolve.py"), f"--config={path}",
+         f"--system_dir={tmp_path / 'system'}", "--task_iterations=0"]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert "root.checkpoint='/ckpt/vit'" in done.stderr.splitlines()[-1]
+  assert not (tmp_path / "system").exists()
+  path.write_text(_config(tmp_path))
+  done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert (tmp_path / "system" / "system.pb").exists()
