@@ -37,6 +37,9 @@ flags.DEFINE_bool("with_baselines", False,
 flags.DEFINE_string("remove_task", None,
                     "Remove this task from the system (its path and every component only it may "
                     "use; other tasks' predictions are unchanged) and exit.")
+flags.DEFINE_list("readd_task", [],
+                  "Evolve these removed tasks again, from scratch (a run whose config lists a "
+                  "removed task stops otherwise).")
 flags.DEFINE_string("fork_from", None,
                     "Create --system_dir as a fork of this system directory (a cheap copy sharing "
                     "its write-once components), then evolve the fork.")
@@ -84,7 +87,7 @@ def main(argv):
   # fails before the store is touched.
   task_data, existing = loop.preflight(config, FLAGS.system_dir,
                                        FLAGS.tasks or [t.name for t in config.tasks],
-                                       fork_from=FLAGS.fork_from)
+                                       fork_from=FLAGS.fork_from, readd=FLAGS.readd_task)
   if FLAGS.fork_from and admin.is_fork_of(FLAGS.system_dir, FLAGS.fork_from):
     # Rerunning the same command continues the fork, as any rerun continues a run.
     print(f"{FLAGS.system_dir} is already a fork of {FLAGS.fork_from}: continuing it.")
@@ -92,7 +95,8 @@ def main(argv):
     existing = admin.fork(FLAGS.fork_from, FLAGS.system_dir)
     print(f"Forked {FLAGS.fork_from} into {FLAGS.system_dir}.")
   store = existing or mstore.Store.create(FLAGS.system_dir, config.proto)
-  store.write_config(config.proto)
+  store.write_config(config.proto, removed_tasks=[
+      t for t in store.removed_tasks() if t not in FLAGS.readd_task])
   strategy = mstrategy.make_strategy(common.distribution(config))
   devices = list(strategy.extended.worker_devices) if strategy.num_replicas_in_sync > 1 else []
   evolver = loop.Evolver(config, store, strategy=strategy, devices=devices,

@@ -88,14 +88,15 @@ def load_tasks(config: loader.Config, names: Sequence[str]) -> dict:
 
 
 def preflight(config: loader.Config, system_dir: str, names: Sequence[str],
-              fork_from: Optional[str] = None) -> tuple[dict, Optional[mstore.Store]]:
+              fork_from: Optional[str] = None,
+              readd: Sequence[str] = ()) -> tuple[dict, Optional[mstore.Store]]:
   """Checks everything a run needs before its first write to `system_dir`.
 
   The tasks' data (shapes, labels, splits), the system directory's compatibility with `config`,
   and the root's source (a pretraining task's data, no unsupported checkpoint) when the system
   does not hold the root yet. A failed check leaves the directory exactly as it was. With
   `fork_from`, the system to fork must exist and be compatible too (it holds the root the fork
-  will read).
+  will read). A task the system records as removed may only run when named in `readd`.
 
   Returns:
     The tasks' data by name, and the existing system's store (None for a new system).
@@ -107,6 +108,13 @@ def preflight(config: loader.Config, system_dir: str, names: Sequence[str],
     existing = None
   if existing is not None:
     check_compatible(existing.read_state().config, config)
+    removed = set(existing.removed_tasks())
+    for name in names:
+      if name in removed and name not in readd:
+        raise errors.IncompatibleSystemError(
+            f"Task '{name}' was removed from this system (--remove_task={name}) but the config "
+            f"still lists it. Remove it from the config (or run other tasks with --tasks), or "
+            f"pass --readd_task={name} to evolve it again from scratch.")
   source = mstore.Store.open(fork_from) if fork_from else None
   if source is not None:
     check_compatible(source.read_state().config, config)

@@ -379,18 +379,20 @@ class PathSpec(_message.Message):
     def __init__(self, id: _Optional[str] = ..., task: _Optional[str] = ..., component_ids: _Optional[_Iterable[str]] = ..., hparams: _Optional[_Mapping[str, HParamValue]] = ..., parent_id: _Optional[str] = ..., score: _Optional[float] = ..., metrics: _Optional[_Union[PathMetrics, _Mapping]] = ..., generation: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., author: _Optional[str] = ..., trained_component_ids: _Optional[_Iterable[str]] = ..., class_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SystemState(_message.Message):
-    __slots__ = ("schema_version", "config", "components", "paths", "component_sources")
+    __slots__ = ("schema_version", "config", "components", "paths", "component_sources", "removed_tasks")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     COMPONENTS_FIELD_NUMBER: _ClassVar[int]
     PATHS_FIELD_NUMBER: _ClassVar[int]
     COMPONENT_SOURCES_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_TASKS_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     config: SystemConfig
     components: _containers.RepeatedCompositeFieldContainer[ComponentSpec]
     paths: _containers.RepeatedCompositeFieldContainer[PathSpec]
     component_sources: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, schema_version: _Optional[int] = ..., config: _Optional[_Union[SystemConfig, _Mapping]] = ..., components: _Optional[_Iterable[_Union[ComponentSpec, _Mapping]]] = ..., paths: _Optional[_Iterable[_Union[PathSpec, _Mapping]]] = ..., component_sources: _Optional[_Iterable[str]] = ...) -> None: ...
+    removed_tasks: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, schema_version: _Optional[int] = ..., config: _Optional[_Union[SystemConfig, _Mapping]] = ..., components: _Optional[_Iterable[_Union[ComponentSpec, _Mapping]]] = ..., paths: _Optional[_Iterable[_Union[PathSpec, _Mapping]]] = ..., component_sources: _Optional[_Iterable[str]] = ..., removed_tasks: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EvolutionState(_message.Message):
     __slots__ = ("iterations_done", "task", "generations_done", "population", "selections", "children_trained", "train_steps")

@@ -116,16 +116,16 @@ def remove_task(store: mstore.Store, task_name: str) -> RemovalReport:
     else:
       report.retained_in_sources.append(cid)
 
-  # 4. The stored config, last.
+  # 4. The stored config, last, with the task recorded as removed: a rerun whose config still
+  # lists it stops instead of silently evolving it again (see bin/evolve.py --readd_task).
   state = store.read_state()
   config = mtsys_pb2.SystemConfig()
   config.CopyFrom(state.config)
   kept = [t for t in config.task if t.name != task_name]
-  if len(kept) != len(config.task):
-    del config.task[:]
-    config.task.extend(kept)
-    store.write_config(config)
-    report.removed_from_config = True
+  report.removed_from_config = len(kept) != len(config.task)
+  del config.task[:]
+  config.task.extend(kept)
+  store.write_config(config, removed_tasks=list(state.removed_tasks) + [task_name])
   return report
 
 

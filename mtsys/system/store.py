@@ -142,11 +142,19 @@ class Store:
     self._sources = list(state.component_sources)
     return state
 
-  def write_config(self, config: mtsys_pb2.SystemConfig) -> None:
-    """Replaces the stored config (e.g. after adding tasks)."""
+  def write_config(self, config: mtsys_pb2.SystemConfig,
+                   removed_tasks: Optional[Iterable[str]] = None) -> None:
+    """Replaces the stored config (e.g. after adding tasks), and the removed tasks if given."""
     state = self.read_state()
     state.config.CopyFrom(config)
+    if removed_tasks is not None:
+      del state.removed_tasks[:]
+      state.removed_tasks.extend(sorted(set(removed_tasks)))
     self._write_atomic(self._system_file, state.SerializeToString())
+
+  def removed_tasks(self) -> list[str]:
+    """Tasks removed from the system (see `mtsys.system.admin.remove_task`)."""
+    return list(self.read_state().removed_tasks)
 
   # -------------------------------------------------------------- components
   def _component_dir(self, component_id: str, root: Optional[str] = None) -> str:

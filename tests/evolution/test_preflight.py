@@ -68,3 +68,19 @@ def test_cli_leaves_no_directory_then_the_fixed_config_runs(tmp_path):
   done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
   assert done.returncode == 0, done.stderr[-2000:]
   assert (tmp_path / "system" / "system.pb").exists()
+
+
+def test_removed_tasks_stay_removed_unless_readded(tmp_path):
+  from mtsys.system import admin  # pylint: disable=g-import-not-at-top
+  text = _config(tmp_path) + _config(tmp_path).split("\n")[1].replace('name: "t"', 'name: "u"')
+  config = loader.parse(text)
+  store = synthetic.make_system(str(tmp_path / "system"), config)
+  admin.remove_task(store, "u")
+  assert store.removed_tasks() == ["u"]
+  with pytest.raises(errors.IncompatibleSystemError,
+                     match=r"^Task 'u' was removed from this system \(--remove_task=u\) but the "
+                           r"config still lists it\. .* pass --readd_task=u to evolve it again "
+                           r"from scratch\.$"):
+    loop.preflight(config, str(tmp_path / "system"), ["t", "u"])
+  loop.preflight(config, str(tmp_path / "system"), ["t"])
+  loop.preflight(config, str(tmp_path / "system"), ["t", "u"], readd=["u"])
