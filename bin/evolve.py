@@ -72,8 +72,10 @@ def main(argv):
   if FLAGS.cpu_devices:
     mstrategy.split_cpu(FLAGS.cpu_devices)
   from mtsys.system import admin
+  from mtsys.system import lock
   if FLAGS.remove_task:
     system = mstore.Store.open(FLAGS.system_dir)
+    run_lock = lock.acquire(FLAGS.system_dir)
     report = admin.remove_task(system, FLAGS.remove_task)
     print(f"Removed task '{report.task}': {len(report.removed_components)} components deleted, "
           f"{len(report.kept_in_use)} kept because other tasks use them.")
@@ -82,12 +84,14 @@ def main(argv):
       print(f"{len(report.retained_in_sources)} of its components stay readable in this fork's "
             f"component sources {system.component_sources}; remove the task there too to delete "
             "them.")
+    run_lock.release()
     return
   # Bad input (unknown tasks, bad data, an incompatible system, a root that cannot be made)
   # fails before the store is touched.
   task_data, existing = loop.preflight(config, FLAGS.system_dir,
                                        FLAGS.tasks or [t.name for t in config.tasks],
                                        fork_from=FLAGS.fork_from, readd=FLAGS.readd_task)
+  run_lock = lock.acquire(FLAGS.system_dir)  # held until the run ends (kill -9 frees it too)
   if FLAGS.fork_from and admin.is_fork_of(FLAGS.system_dir, FLAGS.fork_from):
     # Rerunning the same command continues the fork, as any rerun continues a run.
     print(f"{FLAGS.system_dir} is already a fork of {FLAGS.fork_from}: continuing it.")
@@ -126,6 +130,7 @@ def main(argv):
     # One object per task (and method): evolution rows first, then any baselines.
     common.write_json(FLAGS.results_json, results)
     print(f"Results written to {FLAGS.results_json}")
+  run_lock.release()
   if FLAGS.export_base:
     from mtsys import export
     print()

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from mtsys import errors
 from mtsys.protos import mtsys_pb2
+from mtsys.system import lock as mlock
 from mtsys.system import root as mroot
 from mtsys.system import store as mstore
 
@@ -130,8 +131,10 @@ def remove_task(store: mstore.Store, task_name: str) -> RemovalReport:
 
 
 def _is_empty_dir(root: str) -> bool:
-  return not tf.io.gfile.exists(root) or (tf.io.gfile.isdir(root)
-                                          and not tf.io.gfile.listdir(root))
+  """True for a missing or empty directory (the run lock of the run about to fill it aside)."""
+  return not tf.io.gfile.exists(root) or (
+      tf.io.gfile.isdir(root)
+      and not [e for e in tf.io.gfile.listdir(root) if e.rstrip("/") != mlock.LOCK_FILE])
 
 
 def is_fork_of(dst_root: str, src_root: str) -> bool:

@@ -8,6 +8,7 @@ Layout (everything below `root`):
     components/<id>/MANIFEST.pb    ComponentSpec with SHA-256 checksums, written LAST
     paths/<task>.pb                PathSpec of the task's best path, replaced whole
     evolution/state.pb             EvolutionState: where evolution is, for resuming
+    RUN.lock                       who runs on the system (mtsys.system.lock); flock'ed while held
 
 A component exists for readers only once its manifest does, so a crash mid-write leaves nothing
 visible, and components are write-once. A path (and system.pb) is replaced atomically: a temporary
