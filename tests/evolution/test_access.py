@@ -22,6 +22,8 @@ from mtsys.system import assembly
 from mtsys.system import paths as mpaths
 from mtsys.system import root as mroot
 from mtsys.system import store as mstore
+from mtsys.train import evaluate
+from mtsys.train import trainer
 
 _PUBLIC, _PRIVATE, _GROUPS = (mtsys_pb2.Access.PUBLIC, mtsys_pb2.Access.PRIVATE,
                               mtsys_pb2.Access.GROUPS)
@@ -176,6 +178,69 @@ def test_no_task_ever_uses_knowledge_it_may_not(tmp_path, monkeypatch, seed, tas
               if "priv" in store.read_component_spec(c).trained_on]
   for task, expected in before.items():
     np.testing.assert_array_equal(_predictions(store, task, batch), expected)
+
+
+# -------------------------------------------------- the same property over many random evolutions
+_CASES = 50
+
+
+def _fake_training(self, children, task):
+  """Stands in for training: the planned weights come back as trained, with a random score.
+
+  Everything else of the loop runs for real (sampling, mutations, cloning, commits, populations,
+  the end of phases), so the access property is checked on 50 evolutions in seconds.
+  """
+  del task
+  results = []
+  for child, seed in children:
+    own = {p.spec.id: list(p.weights) for p in child.planned if p.trainable}
+    score = float(np.random.default_rng(seed).random())
+    results.append((trainer.TrainResult(
+        validation_accuracy=score, best_epoch=0, steps_per_epoch=1, best_steps=1, total_steps=1,
+        train_seconds=0.0, overhead_seconds=0.0, history=[], weights=own,
+        optimizer_slots={c: None for c in own}), 0.0))
+  return results
+
+
+def test_access_property_over_50_seeded_random_evolutions(tmp_path, monkeypatch):
+  monkeypatch.setattr(loop.Evolver, "_train_children", _fake_training)
+  monkeypatch.setattr(evaluate, "evaluate_path", lambda *args, **kwargs: 0.5)
+  visibilities = ["PUBLIC", "PRIVATE", 'GROUPS groups: "g"', 'GROUPS groups: "h"',
+                  'GROUPS groups: "g" groups: "h"']
+  extras = ["", "parent_sampling: MUNET", "mutation_probability: PER_ACTION"]
+  real_mutate = mutations.mutate
+  checked = {"cases": 0, "children": 0, "private_components": 0}
+  for case in range(_CASES):
+    rng = np.random.default_rng(1000 + case)
+    names = ["t0", "t1", "t2"]
+    tasks = [(n, visibilities[int(rng.integers(len(visibilities)))]) for n in names]
+    tasks = [tasks[i] for i in rng.permutation(len(tasks))]
+    config = _config(tmp_path, 1000 + case, tasks, extras[case % len(extras)])
+    checker = _Checker(config)
+
+    def checked_mutate(parent, parent_hparams, task, *args, checker=checker, **kwargs):
+      child = real_mutate(parent, parent_hparams, task, *args, **kwargs)
+      checker.children_checked += 1
+      checker.path(task.name, [p.spec for p in child.planned], f"child of {parent.id}")
+      return child
+
+    monkeypatch.setattr(mutations, "mutate", checked_mutate)
+    store = _CheckingStore.create(str(tmp_path / f"system{case}"), config.proto)
+    store.checker = checker
+    loop.Evolver(config, store, log=lambda m: None).run()
+    for task, path in store.paths().items():
+      checker.path(task, [store.read_component_spec(c) for c in path.component_ids],
+                   f"final path of {task!r}")
+    for cid in store.component_ids():
+      spec = store.read_component_spec(cid)
+      checker.component(spec, "final component")
+      checked["private_components"] += not spec.access.public
+    assert checker.children_checked == 3 * 2 * 2
+    checked["cases"] += 1
+    checked["children"] += checker.children_checked
+  # The property was exercised on restricted knowledge, not only on public components.
+  assert checked["cases"] == _CASES and checked["children"] == _CASES * 12
+  assert checked["private_components"] > _CASES
 
 
 def _predictions(store, task, batch):
