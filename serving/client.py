@@ -2,11 +2,13 @@
 and against tensorflow_model_server itself.
 
     client = connect("localhost:8500")              # or connect("localhost:8501", rest=True)
-    result = predict_task(client, "chars", "digits", read_inputs(["a.png", "b.png"]))
+    labels, inputs = read_inputs(["a.png", "b.png"])
+    result = predict_task(client, "chars", "digits", inputs)
 
 Images go to the task's `T` signature as encoded bytes (REST sends them as {"b64": ...}); an
-`.npz` of uint8 pixels goes to `T@pixels`. The REST client turns Nagle's algorithm off, so a
-request is never held back waiting for an ACK (a ~40 ms stall per call otherwise).
+`.npz` of uint8 pixels goes to `T@pixels`. The REST client turns Nagle's algorithm off on its
+socket itself, so a request is never held back waiting for an ACK, whatever the Python
+version's http.client does.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import dataclasses
 import http.client
 import json
 import socket
+import zipfile
 from typing import Mapping, Optional, Sequence, Union
 
 import grpc
@@ -106,14 +109,23 @@ class RestClient:
   def _request(self, method: str, path: str, body: Optional[dict] = None) -> dict:
     payload = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"} if payload is not None else {}
+    where = f"{self._connection.host}:{self._connection.port}"
     try:
       self._connection.request(method, path, body=payload, headers=headers)
       response = self._connection.getresponse()
       data = response.read()
-    except (OSError, http.client.HTTPException):
+    except http.client.HTTPException as e:
+      self._connection.close()
+      raise ClientError("UNAVAILABLE", f"{where} did not answer as a TF Serving REST API (is it "
+                        f"the gRPC port?): {e!r}") from e
+    except OSError:
       self._connection.close()  # a broken keep-alive connection: reconnect next time
       raise
-    doc = json.loads(data) if data else {}
+    try:
+      doc = json.loads(data) if data else {}
+    except ValueError as e:
+      raise ClientError(f"HTTP {response.status}", f"{where} answered {path} with a body that "
+                        f"is not JSON: {data[:200]!r}") from e
     if response.status != 200:
       raise ClientError(f"HTTP {response.status}", doc.get("error", data.decode(errors="replace")))
     return doc
@@ -202,8 +214,15 @@ def read_inputs(paths: Sequence[str]) -> tuple[list[str], Inputs]:
   """
   if not paths:
     raise ValueError("No inputs: give image files (PNG, JPEG, GIF, BMP) or one .npz.")
-  if len(paths) == 1 and paths[0].endswith(".npz"):
-    with np.load(paths[0], allow_pickle=False) as data:
+  if len(paths) == 1 and paths[0].lower().endswith(".npz"):
+    try:
+      data = np.load(paths[0], allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
+      raise ValueError(f"{paths[0]}: not a readable .npz archive ({e.__class__.__name__}).") from e
+    if not isinstance(data, np.lib.npyio.NpzFile):
+      raise ValueError(f"{paths[0]}: holds a single .npy array, not an .npz archive; save the "
+                       "images with np.savez(path, image=...).")
+    with data:
       key = "image" if "image" in data.files else (data.files[0] if len(data.files) == 1 else None)
       if key is None:
         raise ValueError(f"{paths[0]}: expected an array 'image' (or a single array); found "
@@ -215,8 +234,8 @@ def read_inputs(paths: Sequence[str]) -> tuple[list[str], Inputs]:
     if images.ndim == 3:
       images = images[..., None]
     return [f"{paths[0]}[{i}]" for i in range(len(images))], images
-  if any(p.endswith(".npz") for p in paths):
-    raise ValueError("Give either one .npz or image files, not both.")
+  if any(p.lower().endswith(".npz") for p in paths):
+    raise ValueError("Give either one .npz or image files (not several .npz, nor both).")
   data = []
   for path in paths:
     with open(path, "rb") as f:

@@ -21,6 +21,11 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
     ("quality.py", ["evolution_avg_test_accuracy", "evolution_params_per_task", "best_baseline",
                     "best_baseline_avg_test_accuracy", "full_finetune_params_per_task",
                     "bookkeeping_share"]),
+    ("serving.py", ["latency_ratio_32_vs_1_task", "routed_one_task_ratio", "routed_speedup",
+                    "export_overhead_ratio", "inprocess_p50_ms", "grpc_p50_ms", "grpc_p99_ms",
+                    "rest_p50_ms", "rest_p99_ms", "grpc_overhead_ms", "rest_overhead_ms",
+                    "failed_requests_during_swaps", "rss_growth_mb", "requests_fuzzed",
+                    "server_alive_after_fuzz"]),
 ])
 def test_quick_run_ends_with_one_json_object_of_figures(script, keys, tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
