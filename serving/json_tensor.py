@@ -41,14 +41,10 @@ class Format(enum.Enum):
 
 # --- Parsing -------------------------------------------------------------------------------------
 
-def _parse_int(text: str):
-  value = int(text)
-  if _INT64_MIN <= value <= _UINT64_MAX:
-    return value
-  return float(text)  # rapidjson keeps such numbers as doubles
-
-
-_DECODER = json.JSONDecoder(parse_int=_parse_int)
+# Python's decoder keeps integers exact; rapidjson keeps those outside [INT64_MIN, UINT64_MAX]
+# as doubles. That only shows in messages (debug_string) and in type checks, which both treat such
+# integers as doubles (a parse_int hook would do it at parse time, at 5x the parse cost).
+_DECODER = json.JSONDecoder()
 _WS = re.compile(r"[ \t\n\r]*")
 
 # Python's json messages -> rapidjson's GetParseError_En() text.
@@ -223,8 +219,13 @@ class _LimitedPrettyWriter:
       self._put("true")
     elif value is False:
       self._put("false")
-    elif isinstance(value, int):
+    elif isinstance(value, int) and _INT64_MIN <= value <= _UINT64_MAX:
       self._put(str(value))
+    elif isinstance(value, int):  # rapidjson holds it as a double
+      text = _rapidjson_double(float(value))
+      if text is None:
+        return False
+      self._put(text)
     elif isinstance(value, float):
       text = _rapidjson_double(value)
       if text is None:
@@ -331,6 +332,41 @@ def _check_scalar(value, enum_: int):
   raise _type_error(value, enum_)
 
 
+# Dtypes `_fast_array` converts in one numpy call, with the integer range each accepts.
+_FAST_INT_RANGE = {
+    _DT.DT_INT32: (_INT32_MIN, _INT32_MAX), _DT.DT_INT16: (_INT32_MIN, _INT32_MAX),
+    _DT.DT_INT8: (_INT32_MIN, _INT32_MAX), _DT.DT_UINT8: (_INT32_MIN, _INT32_MAX),
+    _DT.DT_INT64: (_INT64_MIN, _INT64_MAX),
+}
+_FAST_FLOAT = (_DT.DT_FLOAT, _DT.DT_DOUBLE)
+
+
+def _fast_array(value, enum_: int, shape: list[int]):
+  """A dense list of plain numbers as one numpy array, or None to take the checked path.
+
+  Checking every value in Python costs about 1 ms per thousand values; numpy converts them at
+  a tenth of that. Anything unusual (ragged, bools, strings, objects, out-of-range integers)
+  returns None, and `_fill` then produces exactly TF Serving's error. Bools must have been
+  ruled out by the caller: numpy would silently read True as 1 among integers.
+  """
+  if not isinstance(value, list) or (enum_ not in _FAST_INT_RANGE and enum_ not in _FAST_FLOAT):
+    return None
+  try:
+    array = np.asarray(value)
+  except (ValueError, OverflowError, TypeError):
+    return None
+  if list(array.shape) != shape or array.size == 0:
+    return None
+  if array.dtype.kind == "i":
+    if enum_ in _FAST_INT_RANGE:
+      low, high = _FAST_INT_RANGE[enum_]
+      if array.min() < low or array.max() > high:
+        return None
+  elif not (array.dtype.kind == "f" and enum_ in _FAST_FLOAT):
+    return None
+  return _to_array(array, shape, enum_)
+
+
 def _dense_shape(value) -> list[int]:
   """GetDenseTensorShape(): sizes along the first element of each nested list."""
   shape = []
@@ -379,15 +415,16 @@ def _to_array(values: list, shape: list[int], enum_: int) -> np.ndarray:
   np_dtype = tensors.numpy_dtype(enum_)
   if enum_ in (_DT.DT_INT16, _DT.DT_INT8, _DT.DT_UINT8):
     # int_val holds int32s; Tensor::FromProto narrows them like a C cast.
-    return np.array(values, dtype=np.int32).astype(np_dtype).reshape(shape)
-  return np.array(values, dtype=np_dtype).reshape(shape)
+    return np.asarray(values, dtype=np.int32).astype(np_dtype).reshape(shape)
+  return np.asarray(values, dtype=np_dtype).reshape(shape)
 
 
 def _shape_string(shape: list[int]) -> str:
   return "[" + ",".join(str(d) for d in shape) + "]"
 
 
-def _instances_to_arrays(instances: list, input_dtypes: dict[str, int]) -> dict[str, np.ndarray]:
+def _instances_to_arrays(instances: list, input_dtypes: dict[str, int],
+                         fast: bool) -> dict[str, np.ndarray]:
   """FillTensorMapFromInstancesList(): row format, one instance per batch element."""
   names = sorted(input_dtypes)
   if not isinstance(instances[0], dict) and len(input_dtypes) > 1:
@@ -410,7 +447,11 @@ def _instances_to_arrays(instances: list, input_dtypes: dict[str, int]) -> dict[
     shape = _dense_shape(item)
     out = values.setdefault(name, [])
     before = len(out)
-    _fill(item, 0, shape, input_dtypes[name], out)
+    array = _fast_array(item, input_dtypes[name], shape) if fast else None
+    if array is not None:
+      out.extend(array.reshape(-1).tolist())
+    else:
+      _fill(item, 0, shape, input_dtypes[name], out)
     size = len(out) - before
     if name not in sizes:
       sizes[name] = size
@@ -452,7 +493,7 @@ def _instances_to_arrays(instances: list, input_dtypes: dict[str, int]) -> dict[
           for name, vals in values.items()}
 
 
-def _inputs_to_arrays(inputs, input_dtypes: dict[str, int]) -> dict[str, np.ndarray]:
+def _inputs_to_arrays(inputs, input_dtypes: dict[str, int], fast: bool) -> dict[str, np.ndarray]:
   """FillTensorMapFromInputsMap(): columnar format, whole tensors by name."""
   if not isinstance(inputs, dict) or _is_b64(inputs):
     if len(input_dtypes) > 1:
@@ -469,9 +510,12 @@ def _inputs_to_arrays(inputs, input_dtypes: dict[str, int]) -> dict[str, np.ndar
   arrays = {}
   for name, item in items.items():
     shape = _dense_shape(item)
-    out: list = []
-    _fill(item, 0, shape, input_dtypes[name], out)
-    arrays[name] = _to_array(out, shape, input_dtypes[name])
+    array = _fast_array(item, input_dtypes[name], shape) if fast else None
+    if array is None:
+      out: list = []
+      _fill(item, 0, shape, input_dtypes[name], out)
+      array = _to_array(out, shape, input_dtypes[name])
+    arrays[name] = array
   return arrays
 
 
@@ -487,9 +531,13 @@ def signature_name(doc: dict) -> str:
   return name
 
 
-def predict_inputs(doc: dict, input_dtypes: dict[str, int],
-                   signature: str) -> tuple[dict[str, np.ndarray], Format]:
-  """FillPredictRequestFromJson() after the signature lookup: named input arrays and format."""
+def predict_inputs(doc: dict, input_dtypes: dict[str, int], signature: str,
+                   fast: bool = False) -> tuple[dict[str, np.ndarray], Format]:
+  """FillPredictRequestFromJson() after the signature lookup: named input arrays and format.
+
+  `fast`: the document holds no JSON true/false, so dense numeric columns may be converted by
+  numpy in one call (see `_fast_array`); the results and errors are the same either way.
+  """
   if not input_dtypes:
     raise errors.invalid_argument(
         f"Failed to get input map for signature: {signature or 'DEFAULT'}")
@@ -503,9 +551,9 @@ def predict_inputs(doc: dict, input_dtypes: dict[str, int],
       raise _format_error(doc, "Expecting 'instances' to be an list/array")
     if not instances:
       raise _format_error(doc, "No values in 'instances' array")
-    return _instances_to_arrays(instances, input_dtypes), Format.ROW
+    return _instances_to_arrays(instances, input_dtypes, fast), Format.ROW
   if has_inputs:
-    return _inputs_to_arrays(doc["inputs"], input_dtypes), Format.COLUMNAR
+    return _inputs_to_arrays(doc["inputs"], input_dtypes, fast), Format.COLUMNAR
   raise errors.invalid_argument("Missing 'inputs' or 'instances' key")
 
 

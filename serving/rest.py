@@ -107,7 +107,9 @@ class RestHandler:
     signature_name = json_tensor.signature_name(doc)
     with self._manager.servable(spec) as servable:
       input_dtypes = servable.rest_input_dtypes(signature_name)
-      arrays, fmt = json_tensor.predict_inputs(doc, input_dtypes, signature_name)
+      # No JSON true/false anywhere: numpy may convert dense numeric inputs in one call.
+      fast = b"true" not in body and b"false" not in body
+      arrays, fmt = json_tensor.predict_inputs(doc, input_dtypes, signature_name, fast=fast)
       signature = servable.predict_signature(signature_name)
       outputs = servable.run_arrays(signature, arrays)
     return json_tensor.outputs_to_json(outputs, fmt)

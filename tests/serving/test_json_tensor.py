@@ -95,3 +95,39 @@ def test_tensor_proto_parsing_follows_from_proto():
   out = tensors.from_ndarray(np.int64([[1, 2]]), types_pb2.DT_INT64)
   np.testing.assert_array_equal(tf.make_ndarray(out), np.int64([[1, 2]]))
   assert tensors.dtype_string(types_pb2.DT_FLOAT) == "float"
+
+
+_DT = types_pb2
+
+
+@pytest.mark.parametrize("dtype", [_DT.DT_UINT8, _DT.DT_INT32, _DT.DT_INT64, _DT.DT_FLOAT])
+def test_numpy_fast_path_gives_the_checked_paths_arrays_and_errors(dtype):
+  """predict_inputs(fast=True) must answer exactly as the value-by-value path, on good input
+  and on every kind of bad input it can meet."""
+  rng = np.random.default_rng(dtype)
+  documents = [
+      {"inputs": rng.integers(0, 256, (2, 4, 4, 3)).tolist()},
+      {"instances": rng.integers(0, 256, (3, 2, 2)).tolist()},
+      {"inputs": (rng.random((2, 3)) * 100).tolist()},                  # floats
+      {"inputs": [[1, 2.5], [3, 4]]},                                   # mixed
+      {"inputs": [[1, 2], [3]]},                                        # ragged
+      {"inputs": [[2 ** 31, 1]]},                                       # past int32
+      {"inputs": [[2 ** 63, 1]]},                                       # past int64
+      {"inputs": [[2 ** 70, 1]]},                                       # a double for rapidjson
+      {"inputs": [[-1, 256, 300]]},                                     # narrowed like C
+      {"inputs": [["a", 1]]},                                           # strings
+      {"inputs": [[[1, 2], 3]]},                                        # list at a scalar level
+      {"instances": [[1, 2], [3, 4, 5]]},                               # rows of two sizes
+  ]
+  compared = 0
+  for doc in documents:
+    answers = []
+    for fast in (False, True):
+      try:
+        arrays, fmt = json_tensor.predict_inputs(doc, {"x": dtype}, "s", fast=fast)
+        answers.append(("ok", fmt, {k: (v.dtype, v.shape, v.tolist()) for k, v in arrays.items()}))
+      except errors.ServingError as e:
+        answers.append(("error", e.to_string()))
+    assert answers[0] == answers[1], (doc, answers)
+    compared += 1
+  assert compared == len(documents)
