@@ -10,6 +10,12 @@ Layout (everything below `root`):
     evolution/state.pb             EvolutionState: where evolution is, for resuming
     RUN.lock                       who runs on the system (mtsys.system.lock); flock'ed while held
 
+Every .pb is a checksummed record (`mtsys.system.records`, schema 2): a flipped byte, a truncated
+or empty file, or garbage is reported as corrupt, naming the file, never parsed as a different
+valid message; the .npz files are checked against the SHA-256 in their manifest. Schema-1
+systems (bare .pb files) are read as they are and migrated on their first write (every .pb
+rewritten as a record, system.pb last; a kill midway leaves a system schema-1 reading accepts).
+
 A component exists for readers only once its manifest does, so a crash mid-write leaves nothing
 visible, and components are write-once. A path (and system.pb) is replaced atomically: a temporary
 file renamed into place on filesystems with atomic rename, a single object write on object stores,
@@ -40,9 +46,12 @@ import tensorflow as tf
 from mtsys import errors
 from mtsys.config import names
 from mtsys.protos import mtsys_pb2
+from mtsys.system import records
 
 # Bump when the layout or the meaning of saved fields changes incompatibly.
-SCHEMA_VERSION = 1
+# 1: bare .pb messages. 2: every .pb is a checksummed record (mtsys.system.records).
+SCHEMA_VERSION = 2
+_LEGACY_SCHEMA = 1
 
 _SYSTEM = "system.pb"
 _MANIFEST = "MANIFEST.pb"
@@ -97,6 +106,8 @@ class Store:
     self.root = root.rstrip("/") if root not in ("/",) else root
     # Component sources of a fork, read lazily from system.pb (None: not read yet).
     self._sources: Optional[list[str]] = None
+    # System directory -> True when it is a schema-1 system (bare .pb files), by its system.pb.
+    self._legacy: dict[str, bool] = {}
 
   # ------------------------------------------------------------------ system
   @classmethod
@@ -115,7 +126,8 @@ class Store:
     tf.io.gfile.makedirs(store.root)
     state = mtsys_pb2.SystemState(schema_version=SCHEMA_VERSION, config=config,
                                   component_sources=list(component_sources))
-    store._write_atomic(store._system_file, state.SerializeToString())
+    store._legacy[store.root] = False
+    store._write_pb(store._system_file, state)
     store._sources = list(component_sources)
     return store
 
@@ -134,24 +146,65 @@ class Store:
 
   def read_state(self) -> mtsys_pb2.SystemState:
     """The SystemState header (schema version and config); components/paths not included."""
-    state = mtsys_pb2.SystemState()
-    self._parse(self._system_file, state)
-    if state.schema_version != SCHEMA_VERSION:
-      raise IncompatibleSchemaError(
-          f"The system at {self.root} was written with schema version {state.schema_version}; "
-          f"this mtsys reads version {SCHEMA_VERSION}. Use a matching mtsys release.")
+    state = self._read_system_file(self.root)
     self._sources = list(state.component_sources)
     return state
+
+  def _read_system_file(self, root: str) -> mtsys_pb2.SystemState:
+    """A system directory's system.pb, schema checked; notes whether the system is schema 1."""
+    path = _join(root, _SYSTEM)
+    data = self._read(path)
+    state = records.parse(data, path, mtsys_pb2.SystemState(), legacy_ok=True)
+    framed = records.is_framed(data)
+    if state.schema_version not in (SCHEMA_VERSION, _LEGACY_SCHEMA):
+      raise IncompatibleSchemaError(
+          f"The system at {root} was written with schema version {state.schema_version}; "
+          f"this mtsys reads versions {_LEGACY_SCHEMA} and {SCHEMA_VERSION}. Use a matching "
+          "mtsys release.")
+    if framed != (state.schema_version == SCHEMA_VERSION):
+      raise CorruptFileError(f"{path} says schema version {state.schema_version} but is "
+                             f"{'' if framed else 'not '}a checksummed record: it is corrupt.")
+    self._legacy[root] = not framed
+    return state
+
+  def _is_legacy(self, root: str) -> bool:
+    if root not in self._legacy:
+      self._read_system_file(root)
+    return self._legacy[root]
+
+  def _migrate(self) -> None:
+    """Rewrites a schema-1 system's .pb files as checksummed records, system.pb last.
+
+    Runs before the first write to a schema-1 system. A kill midway leaves system.pb at schema 1
+    and files of both kinds, which schema-1 reading accepts; the next write finishes the job.
+    """
+    if not self._is_legacy(self.root):
+      return
+    files = [_join(self._component_dir(c), _MANIFEST) for c in self._own_component_ids(self.root)]
+    files += [_join(self.root, "paths", e) for e in
+              (tf.io.gfile.listdir(_join(self.root, "paths"))
+               if tf.io.gfile.isdir(_join(self.root, "paths")) else []) if e.endswith(".pb")]
+    if tf.io.gfile.exists(self._evolution_file):
+      files.append(self._evolution_file)
+    kinds = {_MANIFEST: mtsys_pb2.ComponentSpec, "state.pb": mtsys_pb2.EvolutionState}
+    for path in files:
+      message = kinds.get(path.rsplit("/", 1)[-1], mtsys_pb2.PathSpec)()
+      self._write_atomic(path, records.frame(self._parse(path, message).SerializeToString()))
+    state = self._read_system_file(self.root)
+    state.schema_version = SCHEMA_VERSION
+    self._write_atomic(self._system_file, records.frame(state.SerializeToString()))
+    self._legacy[self.root] = False
 
   def write_config(self, config: mtsys_pb2.SystemConfig,
                    removed_tasks: Optional[Iterable[str]] = None) -> None:
     """Replaces the stored config (e.g. after adding tasks), and the removed tasks if given."""
+    self._migrate()
     state = self.read_state()
     state.config.CopyFrom(config)
     if removed_tasks is not None:
       del state.removed_tasks[:]
       state.removed_tasks.extend(sorted(set(removed_tasks)))
-    self._write_atomic(self._system_file, state.SerializeToString())
+    self._write_pb(self._system_file, state)
 
   def removed_tasks(self) -> list[str]:
     """Tasks removed from the system (see `mtsys.system.admin.remove_task`)."""
@@ -167,8 +220,7 @@ class Store:
     if self._sources is None:
       if not tf.io.gfile.exists(self._system_file):
         return []  # not created yet: nothing to cache
-      state = self._parse(self._system_file, mtsys_pb2.SystemState())
-      self._sources = list(state.component_sources)
+      self._sources = list(self._read_system_file(self.root).component_sources)
     return list(self._sources)
 
   def component_root(self, component_id: str) -> Optional[str]:
@@ -236,7 +288,7 @@ class Store:
       self._write_plain(_join(cdir, _OPTIMIZER), data)
       out.optimizer_file, out.optimizer_sha256 = _OPTIMIZER, _sha256(data)
     # The manifest makes the component visible: it must be the last write.
-    self._write_atomic(_join(cdir, _MANIFEST), out.SerializeToString())
+    self._write_pb(_join(cdir, _MANIFEST), out)
     return out
 
   def read_component_spec(self, component_id: str) -> mtsys_pb2.ComponentSpec:
@@ -253,7 +305,7 @@ class Store:
 
   def _read_spec_at(self, component_id: str, root: str) -> mtsys_pb2.ComponentSpec:
     return self._parse(_join(self._component_dir(component_id, root), _MANIFEST),
-                       mtsys_pb2.ComponentSpec())
+                       mtsys_pb2.ComponentSpec(), root)
 
   def read_weights(self, spec: mtsys_pb2.ComponentSpec) -> list[np.ndarray]:
     """The component's weight arrays, checksum-verified."""
@@ -297,15 +349,16 @@ class Store:
                       (spec.optimizer_file, spec.optimizer_sha256)):
       if name:  # verified first: never copy corruption into the fork
         self._write_plain(_join(dst_dir, name), self._read_verified(_join(src_dir, name), sha))
-    self._write_atomic(_join(dst_dir, _MANIFEST), spec.SerializeToString())
+    self._write_pb(_join(dst_dir, _MANIFEST), spec)
     return True
 
   def set_component_sources(self, sources: Sequence[str]) -> None:
     """Replaces the component sources recorded in system.pb (e.g. [] once a fork is detached)."""
+    self._migrate()
     state = self.read_state()
     del state.component_sources[:]
     state.component_sources.extend(sources)
-    self._write_atomic(self._system_file, state.SerializeToString())
+    self._write_pb(self._system_file, state)
     self._sources = list(sources)
 
   def delete_component(self, component_id: str) -> None:
@@ -335,7 +388,7 @@ class Store:
   def write_evolution_state(self, state: mtsys_pb2.EvolutionState) -> None:
     """Replaces the evolution state atomically."""
     tf.io.gfile.makedirs(_join(self.root, "evolution"))
-    self._write_atomic(self._evolution_file, state.SerializeToString())
+    self._write_pb(self._evolution_file, state)
 
   # ------------------------------------------------------------------- paths
   def _path_file(self, task: str) -> str:
@@ -348,7 +401,7 @@ class Store:
       raise ValueError(f"Path '{spec.id}' of task '{spec.task}' uses components missing from "
                        f"{self.root}: {missing}.")
     tf.io.gfile.makedirs(_join(self.root, "paths"))
-    self._write_atomic(self._path_file(spec.task), spec.SerializeToString())
+    self._write_pb(self._path_file(spec.task), spec)
 
   def read_path(self, task: str) -> Optional[mtsys_pb2.PathSpec]:
     path = self._path_file(task)
@@ -390,13 +443,15 @@ class Store:
     except tf.errors.OpError as e:  # permissions, a transient remote error: not corruption
       raise StoreAccessError(f"Cannot read {path}: {e.message}") from e
 
-  def _parse(self, path: str, message):
-    data = self._read(path)
-    try:
-      message.ParseFromString(data)
-    except Exception as e:  # DecodeError: a damaged protobuf.
-      raise CorruptFileError(f"Cannot parse {path} as {message.DESCRIPTOR.name}: {e}") from e
-    return message
+  def _parse(self, path: str, message, root: Optional[str] = None):
+    """A stored .pb of system `root` (default: this one), checked (see mtsys.system.records)."""
+    return records.parse(self._read(path), path, message,
+                         legacy_ok=self._is_legacy(root or self.root))
+
+  def _write_pb(self, path: str, message) -> None:
+    """Writes a .pb as a checksummed record; a schema-1 system is migrated first."""
+    self._migrate()
+    self._write_atomic(path, records.frame(message.SerializeToString()))
 
   def _write_plain(self, path: str, data: bytes) -> None:
     try:

@@ -16,6 +16,7 @@ from mtsys.evolution import loop
 from mtsys.protos import mtsys_pb2
 from mtsys.system import assembly
 from mtsys.system import paths as mpaths
+from mtsys.system import records
 from mtsys.system import store as mstore
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -135,7 +136,9 @@ def test_kill_9_then_rerun_resumes_and_completes(tmp_path):
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
       if state_file.exists():
-        state = mtsys_pb2.EvolutionState.FromString(state_file.read_bytes())
+        # Replaced by rename: a reader never sees half a file, so this never fails.
+        state = records.parse(state_file.read_bytes(), str(state_file),
+                              mtsys_pb2.EvolutionState(), legacy_ok=False)
         if state.generations_done >= 1 or state.iterations_done:
           break
       time.sleep(0.05)
@@ -145,7 +148,8 @@ def test_kill_9_then_rerun_resumes_and_completes(tmp_path):
   finally:
     if proc.poll() is None:
       proc.kill()
-  killed = mtsys_pb2.EvolutionState.FromString(state_file.read_bytes())
+  killed = records.parse(state_file.read_bytes(), str(state_file), mtsys_pb2.EvolutionState(),
+                         legacy_ok=False)
   assert killed.task or killed.iterations_done  # it really was mid-run
 
   done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

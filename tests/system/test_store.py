@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from mtsys import testing
 from mtsys.protos import mtsys_pb2
+from mtsys.system import records
 from mtsys.system import store as mstore
 
 
@@ -84,9 +85,10 @@ def test_corrupt_manifest_names_the_file(root):
   store = _store(root)
   _component(store)
   path = f"{root}/components/c1/MANIFEST.pb"
+  tf.io.gfile.remove(path)  # ram:// does not truncate a file opened with "wb"
   with tf.io.gfile.GFile(path, "wb") as f:
     f.write(b"\xff\xff\xff garbage")
-  with pytest.raises(mstore.CorruptFileError, match=f"Cannot parse {path}"):
+  with pytest.raises(mstore.CorruptFileError, match=f"{path} has no mtsys record header"):
     store.read_component_spec("c1")
 
 
@@ -128,9 +130,11 @@ def test_incompatible_schema_version(root):
   store = _store(root)
   state = store.read_state()
   state.schema_version = mstore.SCHEMA_VERSION + 1
+  tf.io.gfile.remove(f"{root}/system.pb")  # ram:// does not truncate on "wb"
   with tf.io.gfile.GFile(f"{root}/system.pb", "wb") as f:
-    f.write(state.SerializeToString())
-  with pytest.raises(mstore.IncompatibleSchemaError, match="schema version 2"):
+    f.write(records.frame(state.SerializeToString()))
+  with pytest.raises(mstore.IncompatibleSchemaError, match="schema version 3; this mtsys reads "
+                                                           "versions 1 and 2"):
     mstore.Store.open(root)
   with pytest.raises(mstore.IncompatibleSchemaError):
     mstore.Store.create(root, mtsys_pb2.SystemConfig())
