@@ -97,7 +97,7 @@ flags.DEFINE_integer("block", 10, "Calls per block; the settings compared altern
                      "block.")
 flags.DEFINE_float("timing_budget_s", 120, "Time budget of each timing comparison.")
 flags.DEFINE_integer("swaps", 100, "Version swaps under load.")
-flags.DEFINE_float("swap_budget_s", 300, "Time budget of the swaps (stops early, reported).")
+flags.DEFINE_float("swap_budget_s", 600, "Time budget of the swaps (stops early, reported).")
 flags.DEFINE_integer("load_threads", 3, "Client threads sending requests during the swaps "
                      "(gRPC and REST alternately).")
 flags.DEFINE_float("load_interval_s", 0.02, "Pause of each load thread between requests (so the "

@@ -147,46 +147,66 @@ class SystemGraph:
     """
     # No shortcut for a batch of one task: a tf.switch_case over the tasks' paths passes every
     # task's variables into every branch, so its cost and the graph's size grow with the
-    # square of the number of tasks (measured: slower than the tree's per-branch tests, and
-    # +35% saved_model.pb at 32 tasks). Each tf.cond below captures only its own subtree.
+    # square of the number of tasks (measured: slower than the tree, +35% saved_model.pb at 32
+    # tasks). The tree spends a few ops per branch a batch does not reach (TensorFlow's
+    # per-op cost, not the components, dominates a branch skipped).
     batch = tf.shape(task_index)[0]
-    rows = tf.range(batch)
-    out = tf.zeros([batch, self.max_classes], tf.float32)
-    for node in self._tree.children.values():
-      out += self._branch(node, None, rows, task_index, batch, inputs_at)
+    rows, probabilities = self._children(self._tree, None, tf.range(batch), task_index,
+                                         inputs_at)
+    out = tf.scatter_nd(rows[:, None], probabilities, [batch, self.max_classes])
+    out.set_shape([None, self.max_classes])
     return out
 
-  def _branch(self, node: _Node, x: Optional[tf.Tensor], rows: tf.Tensor, tasks: tf.Tensor,
-              batch: tf.Tensor, inputs_at) -> tf.Tensor:
-    """`node`'s contribution: runs it on the examples (of `rows`) whose task passes through it."""
-    selected = tf.where(tf.reduce_any(
-        tf.equal(tasks[:, None], tf.constant(node.tasks, tf.int32)[None, :]), axis=1))[:, 0]
+  def _empty(self) -> tuple:
+    return tf.zeros([0], tf.int32), tf.zeros([0, self.max_classes], tf.float32)
 
-    def run():
-      sub_rows, sub_tasks = tf.gather(rows, selected), tf.gather(tasks, selected)
-      if node.image_size:
-        y = inputs_at(node.image_size, sub_rows)
+  def _subtree(self, node: _Node, x: Optional[tf.Tensor], rows: tf.Tensor, tasks: tf.Tensor,
+               inputs_at) -> tuple:
+    """Runs `node` and its subtree on `rows`, all of whose paths pass through it.
+
+    Returns:
+      (rows int32 [n], probabilities [n, max_classes]) of the examples whose paths end below.
+    """
+    y = inputs_at(node.image_size, rows) if node.image_size else self.component(
+        node.component_id, x)
+    parts = []
+    for i in node.tasks:
+      if len(self.tasks[i].path.component_ids) != node.depth:
+        continue
+      if len(node.tasks) == 1:  # only task i passes here: y is all its logits
+        mine_rows, logits = rows, y
       else:
-        y = self.component(node.component_id, tf.gather(x, selected))
-      return self._below(node, y, sub_rows, sub_tasks, batch, inputs_at)
+        mine = tf.where(tf.equal(tasks, i))[:, 0]
+        mine_rows, logits = tf.gather(rows, mine), tf.gather(y, mine)
+      padding = [[0, 0], [0, self.max_classes - self.tasks[i].num_classes]]
+      parts.append((mine_rows, tf.pad(tf.nn.softmax(logits), padding)))
+    if node.children:
+      parts.append(self._children(node, y, rows, tasks, inputs_at))
+    if len(parts) == 1:
+      return parts[0]
+    return tf.concat([r for r, _ in parts], 0), tf.concat([p for _, p in parts], 0)
 
-    zeros = lambda: tf.zeros([batch, self.max_classes], tf.float32)
-    return tf.cond(tf.size(selected) > 0, run, zeros)
+  def _children(self, node: _Node, y: Optional[tf.Tensor], rows: tf.Tensor, tasks: tf.Tensor,
+                inputs_at) -> tuple:
+    """`node`'s children, each run by a tf.cond on the examples whose paths go through it."""
+    children = list(node.children.values())
+    ended = any(len(self.tasks[i].path.component_ids) == node.depth for i in node.tasks)
+    if len(children) == 1 and children[0].tasks == node.tasks and not ended:
+      return self._subtree(children[0], y, rows, tasks, inputs_at)  # no choice to make
+    # Which child each example goes to (0 for tasks that end here), counted in one op.
+    table = np.zeros(len(self.tasks), np.int32)
+    for j, child in enumerate(children):
+      table[child.tasks] = j + 1
+    which = tf.gather(table, tasks)
+    reached = tf.unstack(tf.math.bincount(which, minlength=len(children) + 1,
+                                          maxlength=len(children) + 1)[1:] > 0,
+                         num=len(children))
+    parts = []
+    for j, child in enumerate(children):
+      def run(j=j, child=child):
+        picked = tf.where(tf.equal(which, j + 1))[:, 0]
+        return self._subtree(child, None if y is None else tf.gather(y, picked),
+                             tf.gather(rows, picked), tf.gather(tasks, picked), inputs_at)
 
-  def _below(self, node: _Node, y: tf.Tensor, rows: tf.Tensor, tasks: tf.Tensor,
-             batch: tf.Tensor, inputs_at) -> tf.Tensor:
-    out = tf.zeros([batch, self.max_classes], tf.float32)
-    ended = [i for i in node.tasks if len(self.tasks[i].path.component_ids) == node.depth]
-    for i in ended:  # y holds these tasks' logits
-      mine = tf.where(tf.equal(tasks, i))[:, 0]
-      probabilities = tf.nn.softmax(tf.gather(y, mine))
-      padded = tf.pad(probabilities, [[0, 0], [0, self.max_classes - self.tasks[i].num_classes]])
-      out += tf.scatter_nd(tf.gather(rows, mine)[:, None], padded, [batch, self.max_classes])
-    for child in node.children.values():
-      if child.tasks == node.tasks and not ended:
-        # Every example here goes on: no selection needed.
-        out += self._below(child, self.component(child.component_id, y), rows, tasks, batch,
-                           inputs_at)
-      else:
-        out += self._branch(child, y, rows, tasks, batch, inputs_at)
-    return out
+      parts.append(tf.cond(reached[j], run, self._empty))
+    return tf.concat([r for r, _ in parts], 0), tf.concat([p for _, p in parts], 0)
