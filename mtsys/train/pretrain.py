@@ -96,11 +96,27 @@ def ensure_root(store: mstore.Store, config: loader.Config, *,
   """Writes whatever part of the root `store` lacks; returns the stored root specs in path order.
 
   Nothing is computed when the store holds the root already (a resumed run never pretrains
-  again). Otherwise the missing components are copied from `root_from` when that system holds the
-  root (baselines start from the very root an evolution used), else made by `root_components`.
+  again). Otherwise the root is copied from `root_from` when that system holds it (baselines
+  start from the very root an evolution used), else made by `root_components`.
+
+  The root is one unit: pretraining is not deterministic, so a root whose components came from
+  two runs would be inconsistent. A run killed while writing it leaves some of its components
+  (and no path: paths are written after the root); those are deleted and the whole root is
+  written again from one source. So a root whose every component exists came from one run.
   """
   ids = mroot.root_ids(config)
   missing = [c for c in ids if not store.has_component(c)]
+  if missing and len(missing) < len(ids):
+    partial = [c for c in ids if store.holds_component(c)]
+    if store.paths():
+      raise errors.CorruptFileError(
+          f"The system at {store.root} has task paths but lacks root components {missing}; "
+          "its root is incomplete.")
+    log(f"Removing a partial root left by an interrupted run ({len(partial)} of {len(ids)} "
+        "components); writing the whole root again.")
+    for cid in partial:
+      store.delete_component(cid)
+    missing = [c for c in ids if not store.has_component(c)]
   if missing:
     if root_from is not None and all(root_from.has_component(c) for c in ids):
       specs = [root_from.read_component_spec(c) for c in missing]

@@ -144,3 +144,26 @@ def test_shipped_chars_lite_pretrains_on_symbols_no_task_uses():
   assert pre.task.builtin.name == "glyphs_symbols"
   task_sources = {t.builtin.name for t in config.proto.task}
   assert pre.task.builtin.name not in task_sources
+
+
+def test_a_partial_root_left_by_a_killed_run_is_replaced_whole(tmp_path):
+  """A run killed while writing the root left 2 components of another root (pretraining is not
+  deterministic); the rerun deletes them and writes one consistent root."""
+  text = ('root { vit: "tiny/4" image_size: 8 channels: 1 num_blocks: 1 seed: %d }\n'
+          'task { name: "t" num_classes: 3 files { npz: "x.npz" validation_fraction: 0.2 '
+          'test_fraction: 0.2 } }\n')
+  config, other = loader.parse(text % 5), loader.parse(text % 6)
+  store = mstore.Store.create(str(tmp_path / "system"), config.proto)
+  for spec, weights in mroot.make_root(other)[:2]:  # what the killed run managed to write
+    store.write_component(spec, weights)
+  messages = []
+  pretrain.ensure_root(store, config, log=messages.append)
+  assert messages == ["Removing a partial root left by an interrupted run (2 of 4 components); "
+                      "writing the whole root again."]
+  compared = 0
+  for spec, weights in mroot.make_root(config):
+    for got, want in zip(store.read_weights(store.read_component_spec(spec.id)), weights,
+                         strict=True):
+      np.testing.assert_array_equal(got, want)
+      compared += 1
+  assert compared > 4
