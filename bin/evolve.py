@@ -99,6 +99,9 @@ def main(argv):
     existing = admin.fork(FLAGS.fork_from, FLAGS.system_dir)
     print(f"Forked {FLAGS.fork_from} into {FLAGS.system_dir}.")
   store = existing or mstore.Store.create(FLAGS.system_dir, config.proto)
+  # We hold the run lock: nobody else writes here, so what an interrupted run left can go.
+  for path in store.sweep_leftovers():
+    print(f"Removed {path}, left by an interrupted run.")
   store.write_config(config.proto, removed_tasks=[
       t for t in store.removed_tasks() if t not in FLAGS.readd_task])
   strategy = mstrategy.make_strategy(common.distribution(config))

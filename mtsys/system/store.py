@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 import uuid
 from typing import Iterable, Optional, Sequence
 
@@ -360,6 +361,37 @@ class Store:
     state.component_sources.extend(sources)
     self._write_pb(self._system_file, state)
     self._sources = list(sources)
+
+  def sweep_leftovers(self, older_than_seconds: float = 0.0) -> list[str]:
+    """Deletes what interrupted writers left here; returns the paths removed.
+
+    Leftovers are temporary files (`*.tmp-*`, from a write killed before its rename) and component
+    directories without a manifest (a component killed before its manifest, invisible to readers).
+    Nothing a complete step wrote is touched. Call it only when no other process can be writing
+    here: while holding the run lock (`mtsys.system.lock`), or with `older_than_seconds` longer
+    than any write can take. Only this directory is swept, never a fork's sources.
+    """
+    now = time.time()
+
+    def old_enough(path: str) -> bool:
+      return now - tf.io.gfile.stat(path).mtime_nsec / 1e9 >= older_than_seconds
+
+    removed = []
+    for directory, _, files in tf.io.gfile.walk(self.root):
+      for name in files:
+        path = _join(directory, name)
+        if ".tmp-" in name and old_enough(path):
+          tf.io.gfile.remove(path)
+          removed.append(path)
+    base = _join(self.root, "components")
+    if tf.io.gfile.isdir(base):
+      for entry in tf.io.gfile.listdir(base):
+        cdir = _join(base, entry.rstrip("/"))
+        if (tf.io.gfile.isdir(cdir) and not tf.io.gfile.exists(_join(cdir, _MANIFEST))
+            and old_enough(cdir)):
+          tf.io.gfile.rmtree(cdir)
+          removed.append(cdir)
+    return sorted(removed)
 
   def delete_component(self, component_id: str) -> None:
     """Removes a component: manifest first, so it disappears for readers at once.

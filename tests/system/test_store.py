@@ -156,3 +156,23 @@ def test_snapshot_and_delete(root):
   store.delete_component("c2")
   store.delete_path("a")
   assert store.component_ids() == ["c1"] and store.paths() == {}
+
+
+def test_sweep_removes_only_what_interrupted_writers_left(root):
+  store = _store(root)
+  _component(store)
+  store.write_path(mtsys_pb2.PathSpec(id="p", task="t", component_ids=["c1"]))
+  leftovers = [f"{root}/paths/t.pb.tmp-0123abcd", f"{root}/system.pb.tmp-99"]
+  for path in leftovers:
+    with tf.io.gfile.GFile(path, "wb") as f:
+      f.write(b"half a write")
+  tf.io.gfile.makedirs(f"{root}/components/killed")
+  with tf.io.gfile.GFile(f"{root}/components/killed/weights.npz", "wb") as f:
+    f.write(b"no manifest yet")
+  if not root.startswith("ram://"):  # ram:// keeps no modification times
+    assert store.sweep_leftovers(older_than_seconds=3600) == []  # too recent for that lease
+  removed = store.sweep_leftovers()
+  assert removed == sorted(leftovers + [f"{root}/components/killed"])
+  assert store.component_ids() == ["c1"] and store.read_path("t").id == "p"
+  store.read_weights(store.read_component_spec("c1"))
+  assert store.sweep_leftovers() == []
