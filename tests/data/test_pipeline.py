@@ -83,6 +83,7 @@ def test_training_is_reproducible_for_a_seed_and_varies_across_seeds_and_epochs(
   first_epoch = np.concatenate([y for _, y in a])[:20]
   second_epoch = np.concatenate([y for _, y in a])[20:40]
   assert sorted(first_epoch) == sorted(second_epoch)
+  assert list(first_epoch) != list(second_epoch)  # the same examples, in another order
 
 
 def test_without_augmentation_training_only_shuffles():
