@@ -9,7 +9,9 @@ import numpy as np
 import tensorflow as tf
 
 from mtsys import data as mdata
+from mtsys import errors
 from mtsys.system import assembly
+from mtsys.system import paths as mpaths
 
 
 def evaluate_path(planned: Sequence[assembly.PlannedComponent], task_data: "mdata.TaskData",
@@ -51,3 +53,14 @@ def predict_path(planned: Sequence[assembly.PlannedComponent], images, *, image_
                     input_signature=[tf.TensorSpec([None, image_size, image_size, channels])])
   return np.concatenate([run(x).numpy() for x in ds]) if len(images) else np.zeros(
       (0, model.output_shape[-1]), np.float32)
+
+
+def predict_stored(store, task: str, images) -> np.ndarray:
+  """`predict_path` for a task's current path in a store (its image size, the root's channels)."""
+  path = store.read_path(task)
+  if path is None:
+    raise errors.UnknownTaskError(f"Task '{task}' has no path in {store.root}.")
+  size = int(mpaths.hparams_from_proto(path.hparams).get(
+      "image_size", store.read_state().config.root.image_size))
+  return predict_path(mpaths.load_frozen(store, path), images, image_size=size,
+                      channels=store.read_state().config.root.channels)

@@ -18,7 +18,6 @@ from mtsys import export
 from mtsys.config import loader
 from mtsys.export import audit
 from mtsys.export import serving_files
-from mtsys.system import paths as mpaths
 from mtsys.system import store as mstore
 from mtsys.system import synthetic
 from mtsys.train import evaluate
@@ -68,10 +67,7 @@ def exported(tmp_path_factory):
 
 
 def _inprocess(store, task, images):
-  path = store.paths()[task]
-  size = int(mpaths.hparams_from_proto(path.hparams)["image_size"])
-  return evaluate.predict_path(mpaths.load_frozen(store, path), images, image_size=size,
-                               channels=1)
+  return evaluate.predict_stored(store, task, images)
 
 
 def _images(seed, n, height, width, channels):

@@ -32,7 +32,6 @@ from mtsys import export
 from mtsys.config import loader
 from mtsys.export import serving_files
 from mtsys.export import validate
-from mtsys.system import paths as mpaths
 from mtsys.system import synthetic
 from mtsys.train import evaluate
 from serving import client
@@ -79,10 +78,7 @@ class Served:
   def library_probabilities(self, task: str, images: np.ndarray) -> np.ndarray:
     key = (task, images.shape, images.tobytes())
     if key not in self._logits:
-      path = self.store.paths()[task]
-      size = int(mpaths.hparams_from_proto(path.hparams)["image_size"])
-      self._logits[key] = evaluate.predict_path(mpaths.load_frozen(self.store, path), images,
-                                                image_size=size, channels=1)
+      self._logits[key] = evaluate.predict_stored(self.store, task, images)
     return tf.nn.softmax(self._logits[key]).numpy()
 
   def expected(self, task: str, kind: str) -> tuple[list[str], np.ndarray]:
