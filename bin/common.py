@@ -15,6 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from mtsys.config import loader
 from mtsys.protos import mtsys_pb2
@@ -58,6 +59,10 @@ def run(main) -> None:
   from mtsys import errors  # no TensorFlow: keeps --help fast
 
   def guarded(argv):
+    if not FLAGS["verbosity"].present:
+      # The jobs print their own progress; TensorFlow's INFO notes (SavedModel writing, ...)
+      # would bury it. --verbosity=0 brings them back.
+      logging.set_verbosity(logging.WARNING)
     try:
       return main(argv)
     except errors.UserError as e:

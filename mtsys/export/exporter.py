@@ -173,7 +173,6 @@ def export(system_dir: str, export_base: str, model_name: str, *,
   from google.protobuf import text_format
   server_config = serving_files.merge_model_config(existing, model_name, model_directory)
   layout.write_text_atomic(config_file, text_format.MessageToString(server_config))
-  log(f"Exported {len(names)} tasks as {model_name} version {version}: {final}")
   return ExportResult(
       model_name=model_name, version=version, version_dir=final, model_config_file=config_file,
       tasks=names, default_task=default_task, signatures=msig.signature_keys(names),

@@ -67,13 +67,12 @@ def warmup_requests(system: mgraph.SystemGraph,
   return requests
 
 
-def inprocess_logits(system: mgraph.SystemGraph, specs, weights, task_index: int,
-                     images: np.ndarray) -> np.ndarray:
+def inprocess_predictor(system: mgraph.SystemGraph, specs, weights,
+                        task_index: int) -> evaluate.PathPredictor:
   """The library's own prediction (fresh layers, tf.data preprocessing, a Keras model)."""
   task = system.tasks[task_index]
   planned = [assembly.PlannedComponent(specs[c], weights[c]) for c in task.path.component_ids]
-  return evaluate.predict_path(planned, images, image_size=task.image_size,
-                               channels=system.channels)
+  return evaluate.PathPredictor(planned, image_size=task.image_size, channels=system.channels)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -108,13 +107,12 @@ def check_export(version_dir: str, system: mgraph.SystemGraph, specs: Mapping, w
   if missing:
     raise errors.ExportError(f"Export validation failed: signatures {missing} are missing.")
   index_of = {t.name: i for i, t in enumerate(system.tasks)}
-  cache: dict = {}
+  predictors: dict = {}  # one model per task, built on first use
 
   def expected(task_index: int, pixels: np.ndarray) -> np.ndarray:
-    key = (task_index, pixels.shape, pixels.tobytes())
-    if key not in cache:
-      cache[key] = inprocess_logits(system, specs, weights, task_index, pixels)
-    return cache[key]
+    if task_index not in predictors:
+      predictors[task_index] = inprocess_predictor(system, specs, weights, task_index)
+    return predictors[task_index](pixels)
 
   def decoded(png_list) -> np.ndarray:
     return np.stack([tf.io.decode_png(p).numpy() for p in png_list])
