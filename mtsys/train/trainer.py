@@ -190,6 +190,22 @@ class _PathSGD(keras.optimizers.SGD):
     keras.optimizers.Optimizer.build(self, variables)
     self.momentums = self.add_optimizer_variables(variables, "momentum")
 
+  def _clip_gradients(self, grads):
+    """Clips the batch's gradient, not each replica's share of it.
+
+    Keras 3 (TF backend) clips by global norm before the replicas' gradients are summed, so
+    with several replicas each clips its own part by its own norm and data-parallel training
+    diverges from one device (measured: 2.7e-2 apart after 5 steps, 1.5e-8 without clipping).
+    Here the gradients are summed first and clipped once; the sum Keras takes next adds
+    `replicas` identical copies, hence the division.
+    """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    context = tf.distribute.get_replica_context()
+    if self.global_clipnorm is None or replicas == 1 or context is None:
+      return super()._clip_gradients(grads)
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, list(grads))
+    return [g / replicas for g in super()._clip_gradients(total)]
+
   def update_step(self, gradient, variable, learning_rate):
     ops = keras.ops
     learning_rate = ops.cast(learning_rate, variable.dtype)

@@ -25,8 +25,8 @@ def _data():
     return images, labels
 
 
-def test_trains_one_step_under_mirrored_strategy():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+def _fit_one_step(devices):
+    strategy = tf.distribute.MirroredStrategy(devices)
     images, labels = _data()
     with strategy.scope():
         model = _tiny_vit()
@@ -34,12 +34,25 @@ def test_trains_one_step_under_mirrored_strategy():
             optimizer=keras.optimizers.SGD(0.1),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
-    head = model.layers[-1]
     np.testing.assert_array_equal(model.predict(images, verbose=0), 0.0)
-    history = model.fit(images, labels, batch_size=4, epochs=1, verbose=0)
+    history = model.fit(images, labels, batch_size=4, epochs=1, verbose=0, shuffle=False)
+    return model, history
+
+
+def test_trains_one_step_under_mirrored_strategy_like_one_device():
+    """Two replicas (2 logical CPUs, tests/conftest.py) take the step one device takes."""
+    model, history = _fit_one_step(["/cpu:0", "/cpu:1"])
+    assert model.distribute_strategy.num_replicas_in_sync == 2
+    head = model.layers[-1]
     assert np.isclose(history.history["loss"][0], np.log(3), atol=1e-5)
     assert np.any(head.dense.kernel.numpy() != 0.0)
     assert sum(layer.param_count() for layer in model.layers[1:]) == model.count_params()
+    single, _ = _fit_one_step(["/cpu:0"])
+    compared = 0
+    for got, want in zip(model.weights, single.weights, strict=True):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=0, atol=1e-6)
+        compared += 1
+    assert compared == len(model.weights) > 10
 
 
 def test_saves_and_loads_as_a_keras_file(tmp_path):
