@@ -1,10 +1,8 @@
-"""TF Serving's REST JSON formats: request JSON -> tensors / tf.Examples, tensors -> response JSON.
+"""TF Serving's REST JSON formats: request JSON -> input tensors, output tensors -> response JSON.
 
 A port of the rules (not the code) of util/json_tensor.cc in tensorflow/serving, including its
-error messages, which embed the offending JSON value as rapidjson's PrettyWriter prints it
-(single-line arrays, 4-space indents, cut after 256 bytes); `debug_string` reproduces that so the
-messages match byte for byte. JSON is parsed like rapidjson with kParseNanAndInfFlag and
-kParseStopWhenDoneFlag: NaN/Infinity are accepted and trailing text after the document is ignored.
+error messages (the JSON text rules and the quoting of values are `json_text`'s; JSON -> tf.Example
+for Classify is `json_example`'s).
 
 Numbers keep rapidjson's typing: a JSON number with a fraction or exponent is a double (so `1.0`
 is not an int32), an integer outside [-2**63, 2**64) is a double, bools are not numbers.
@@ -14,23 +12,24 @@ from __future__ import annotations
 
 import base64
 import binascii
-import decimal
 import enum
 import json
 import math
-import re
 
 import numpy as np
-from tensorflow.core.example import example_pb2
-from tensorflow.core.example import feature_pb2
 from tensorflow.core.framework import types_pb2
 
 from serving import errors
+from serving import json_text
 from serving import tensors
 
 _DT = types_pb2
-_INT64_MIN, _INT64_MAX, _UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
+_INT64_MIN, _INT64_MAX, _UINT64_MAX = json_text.INT64_MIN, json_text.INT64_MAX, json_text.UINT64_MAX
 _INT32_MIN, _INT32_MAX, _UINT32_MAX = -(2**31), 2**31 - 1, 2**32 - 1
+
+# Re-exported: the REST handler and tests use them through this module.
+parse_json = json_text.parse_json
+debug_string = json_text.debug_string
 
 
 class Format(enum.Enum):
@@ -39,248 +38,19 @@ class Format(enum.Enum):
   COLUMNAR = "inputs"
 
 
-# --- Parsing -------------------------------------------------------------------------------------
-
-# Python's decoder keeps integers exact; rapidjson keeps those outside [INT64_MIN, UINT64_MAX]
-# as doubles. That only shows in messages (debug_string) and in type checks, which both treat such
-# integers as doubles (a parse_int hook would do it at parse time, at 5x the parse cost).
-_DECODER = json.JSONDecoder()
-_WS = re.compile(r"[ \t\n\r]*")
-
-# Python's json messages -> rapidjson's GetParseError_En() text.
-_PARSE_ERRORS = (
-    ("Expecting property name enclosed in double quotes", "Missing a name for object member."),
-    ("Expecting ':' delimiter", "Missing a colon after a name of object member."),
-    ("Unterminated string", "Missing a closing quotation mark in string."),
-    ("Invalid control character", "Invalid encoding in string."),
-    ("Invalid \\uXXXX escape", "Incorrect hex digit after \\u escape in string."),
-    ("Invalid \\escape", "Invalid escape character in string."),
-)
-
-
-def _innermost_container(text: str, pos: int) -> str:
-  """'{' or '[': the container open at `pos` (to tell rapidjson's two missing-comma errors)."""
-  stack = []
-  in_string = escape = False
-  for ch in text[:pos]:
-    if in_string:
-      if escape:
-        escape = False
-      elif ch == "\\":
-        escape = True
-      elif ch == '"':
-        in_string = False
-    elif ch == '"':
-      in_string = True
-    elif ch in "[{":
-      stack.append(ch)
-    elif ch in "]}" and stack:
-      stack.pop()
-  return stack[-1] if stack else "{"
-
-
-def parse_json(body: bytes):
-  """ParseJson(): the request document (a dict), or ServingError "JSON Parse error: ..."."""
-  if not body:
-    raise errors.invalid_argument("JSON Parse error: The document is empty")
-  text = body.decode("utf-8", "surrogateescape")
-  start = _WS.match(text).end()
-  if start == len(text):
-    raise errors.invalid_argument(
-        f"JSON Parse error: The document is empty. at offset: {len(body)}")
-  try:
-    doc, _ = _DECODER.raw_decode(text, start)
-  except json.JSONDecodeError as e:
-    message = "Invalid value."
-    for python_text, rapidjson_text in _PARSE_ERRORS:
-      if e.msg.startswith(python_text):
-        message = rapidjson_text
-        break
-    else:
-      if e.msg.startswith("Expecting ',' delimiter"):
-        message = ("Missing a comma or '}' after an object member."
-                   if _innermost_container(text, e.pos) == "{" else
-                   "Missing a comma or ']' after an array element.")
-    offset = len(text[:e.pos].encode("utf-8", "surrogateescape"))
-    raise errors.invalid_argument(f"JSON Parse error: {message} at offset: {offset}") from None
-  except RecursionError:
-    raise errors.invalid_argument("JSON Parse error: Invalid value. at offset: 0") from None
-  if not isinstance(doc, dict):
-    raise _format_error(doc, "Is not object")
-  return doc
-
-
-# --- rapidjson-compatible debug strings ----------------------------------------------------------
-
-_MAX_DEBUG_BYTES = 256
-
-
-def _escape_string(s: str) -> str:
-  """rapidjson Writer::WriteString(): escapes '"', '\\' and control characters only."""
-  return json.dumps(s, ensure_ascii=False)
-
-
-def _rapidjson_double(value: float) -> str | None:
-  """rapidjson Writer::WriteDouble() (Grisu2 shortest digits + Prettify()); None for NaN/Inf,
-  which rapidjson's default writer refuses to write."""
-  if math.isnan(value) or math.isinf(value):
-    return None
-  if value == 0:
-    return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
-  sign, digit_tuple, exponent = decimal.Decimal(repr(abs(value))).as_tuple()
-  digits = "".join(map(str, digit_tuple)).rstrip("0")
-  exponent += len(digit_tuple) - len(digits)
-  digits = digits.lstrip("0") or "0"
-  prefix = "-" if value < 0 else ""
-  length, k = len(digits), exponent
-  kk = length + k
-  if 0 <= k and kk <= 21:
-    out = digits + "0" * k + ".0"
-  elif 0 < kk <= 21:
-    out = digits[:kk] + "." + digits[kk:]
-  elif -6 < kk <= 0:
-    out = "0." + "0" * (-kk) + digits
-  elif kk < -324:
-    out = "0.0"
-  elif length == 1:
-    out = f"{digits}e{kk - 1}"
-  else:
-    out = f"{digits[0]}.{digits[1:]}e{kk - 1}"
-  return prefix + out
-
-
-class _LimitedPrettyWriter:
-  """rapidjson PrettyWriter(kFormatSingleLineArray) behind json_tensor.cc's JsonWriterWithLimit:
-  every event first checks that fewer than 256 bytes were written, else stops the walk."""
-
-  def __init__(self, limit: int):
-    self.parts: list[str] = []
-    self.size = 0
-    self.limit = limit
-    self.levels: list[list] = []  # [in_array, value_count]
-
-  def _put(self, s: str) -> None:
-    self.parts.append(s)
-    self.size += len(s.encode("utf-8", "surrogateescape"))
-
-  def _prefix(self) -> None:
-    if not self.levels:
-      return
-    level = self.levels[-1]
-    if level[0]:
-      if level[1] > 0:
-        self._put(", ")
-    else:
-      if level[1] > 0:
-        self._put(",\n" if level[1] % 2 == 0 else ": ")
-      else:
-        self._put("\n")
-      if level[1] % 2 == 0:
-        self._put(" " * (4 * len(self.levels)))
-    level[1] += 1
-
-  def walk(self, value) -> bool:
-    if self.size >= self.limit:
-      return False
-    if isinstance(value, dict):
-      self._prefix()
-      self._put("{")
-      self.levels.append([False, 0])
-      for key, item in value.items():
-        if self.size >= self.limit:
-          return False
-        self._prefix()
-        self._put(_escape_string(key))
-        if not self.walk(item):
-          return False
-      if self.size >= self.limit:
-        return False
-      empty = self.levels.pop()[1] == 0
-      if not empty:
-        self._put("\n" + " " * (4 * len(self.levels)))
-      self._put("}")
-      return True
-    if isinstance(value, list):
-      self._prefix()
-      self._put("[")
-      self.levels.append([True, 0])
-      for item in value:
-        if not self.walk(item):
-          return False
-      if self.size >= self.limit:
-        return False
-      self.levels.pop()
-      self._put("]")
-      return True
-    self._prefix()
-    if value is None:
-      self._put("null")
-    elif value is True:
-      self._put("true")
-    elif value is False:
-      self._put("false")
-    elif isinstance(value, int) and _INT64_MIN <= value <= _UINT64_MAX:
-      self._put(str(value))
-    elif isinstance(value, int):  # rapidjson holds it as a double
-      text = _rapidjson_double(float(value))
-      if text is None:
-        return False
-      self._put(text)
-    elif isinstance(value, float):
-      text = _rapidjson_double(value)
-      if text is None:
-        return False
-      self._put(text)
-    else:
-      self._put(_escape_string(value))
-    return True
-
-
-def debug_string(value) -> str:
-  """JsonValueToDebugString(): how TF Serving's messages quote a JSON value."""
-  writer = _LimitedPrettyWriter(_MAX_DEBUG_BYTES)
-  writer.walk(value)
-  return "".join(writer.parts)
-
-
-def _type_string(value) -> str:
-  """JsonTypeString()."""
-  if value is None:
-    return "Null"
-  if value is True:
-    return "True"
-  if value is False:
-    return "False"
-  if isinstance(value, dict):
-    return "Object"
-  if isinstance(value, list):
-    return "Array"
-  if isinstance(value, str):
-    return "String"
-  return "Number"
-
-
-def _format_error(value, *parts: str) -> errors.ServingError:
-  return errors.invalid_argument(f"JSON Value: {debug_string(value)} " + "".join(parts))
-
-
-def _type_error(value, enum_: int) -> errors.ServingError:
-  return errors.invalid_argument(
-      f"JSON Value: {debug_string(value)} Type: {_type_string(value)} is not of expected type: "
-      f"{tensors.dtype_string(enum_)}")
 
 
 # --- JSON values -> tensors ----------------------------------------------------------------------
 
-def _is_b64(value) -> bool:
+def is_b64(value) -> bool:
   """IsValBase64Object(): exactly one key, "b64", mapping to a string."""
   return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
-def _decode_b64(value) -> bytes:
-  if not _is_b64(value):
+def decode_b64(value) -> bytes:
+  if not is_b64(value):
     raise errors.invalid_argument(
-        f"JSON Value: {debug_string(value)} not formatted correctly for base64 data")
+        f"JSON Value: {json_text.debug_string(value)} not formatted correctly for base64 data")
   text = value["b64"]
   try:
     raw = text.encode("ascii")
@@ -299,8 +69,8 @@ def _check_scalar(value, enum_: int):
   """AddValueToTensor(): the value converted for the dtype, or the TypeError."""
   if isinstance(value, dict):
     if enum_ == _DT.DT_STRING:
-      return _decode_b64(value)
-    raise _type_error(value, enum_)
+      return decode_b64(value)
+    raise json_text.type_error(value, enum_)
   if enum_ in (_DT.DT_FLOAT, _DT.DT_DOUBLE):
     if _is_number(value):
       return value
@@ -327,9 +97,9 @@ def _check_scalar(value, enum_: int):
   else:
     raise errors.ServingError(
         errors.Code.UNIMPLEMENTED,
-        f"Conversion of JSON Value: {debug_string(value)} to type: "
+        f"Conversion of JSON Value: {json_text.debug_string(value)} to type: "
         f"{tensors.dtype_string(enum_)}")
-  raise _type_error(value, enum_)
+  raise json_text.type_error(value, enum_)
 
 
 # Dtypes `_fast_array` converts in one numpy call, with the integer range each accepts.
@@ -384,7 +154,7 @@ def _fill(value, level: int, shape: list[int], enum_: int, out: list) -> None:
   if not isinstance(value, list):
     if level != rank:
       raise errors.invalid_argument(
-          f"JSON Value: {debug_string(value)} found at incorrect level: {level + 1} in the JSON "
+          f"JSON Value: {json_text.debug_string(value)} found at incorrect level: {level + 1} in the JSON "
           f"DOM. Expected at level: {rank}")
     out.append(_check_scalar(value, enum_))
     return
@@ -433,7 +203,7 @@ def _instances_to_arrays(instances: list, input_dtypes: dict[str, int],
         "required as per tensorinfo_map")
 
   def is_element_object(v) -> bool:
-    return isinstance(v, dict) and not _is_b64(v)
+    return isinstance(v, dict) and not is_b64(v)
 
   objects = is_element_object(instances[0])
   values: dict[str, list] = {}
@@ -477,7 +247,7 @@ def _instances_to_arrays(instances: list, input_dtypes: dict[str, int],
       if set(element) != set(names):
         raise errors.invalid_argument(
             f"Failed to process element: {index} of 'instances' list. JSON object: "
-            f"{debug_string(element)} keys must be equal to: {','.join(names)}")
+            f"{json_text.debug_string(element)} keys must be equal to: {','.join(names)}")
     else:
       if is_element_object(element):
         raise errors.invalid_argument(
@@ -495,7 +265,7 @@ def _instances_to_arrays(instances: list, input_dtypes: dict[str, int],
 
 def _inputs_to_arrays(inputs, input_dtypes: dict[str, int], fast: bool) -> dict[str, np.ndarray]:
   """FillTensorMapFromInputsMap(): columnar format, whole tensors by name."""
-  if not isinstance(inputs, dict) or _is_b64(inputs):
+  if not isinstance(inputs, dict) or is_b64(inputs):
     if len(input_dtypes) > 1:
       raise errors.invalid_argument(
           "inputs is a plain value/list, but expecting an object as multiple input tensors "
@@ -526,7 +296,7 @@ def signature_name(doc: dict) -> str:
   name = doc["signature_name"]
   if not isinstance(name, str):
     raise errors.invalid_argument(
-        f"JSON Value: {debug_string(doc)} not formatted correctly. 'signature_name' key must be "
+        f"JSON Value: {json_text.debug_string(doc)} not formatted correctly. 'signature_name' key must be "
         "a string value.")
   return name
 
@@ -544,89 +314,17 @@ def predict_inputs(doc: dict, input_dtypes: dict[str, int], signature: str,
   has_instances, has_inputs = "instances" in doc, "inputs" in doc
   if has_instances:
     if has_inputs:
-      raise _format_error(doc, "Not formatted correctly expecting only one of 'inputs' or "
+      raise json_text.format_error(doc, "Not formatted correctly expecting only one of 'inputs' or "
                           "'instances' keys to exist ")
     instances = doc["instances"]
     if not isinstance(instances, list):
-      raise _format_error(doc, "Expecting 'instances' to be an list/array")
+      raise json_text.format_error(doc, "Expecting 'instances' to be an list/array")
     if not instances:
-      raise _format_error(doc, "No values in 'instances' array")
+      raise json_text.format_error(doc, "No values in 'instances' array")
     return _instances_to_arrays(instances, input_dtypes, fast), Format.ROW
   if has_inputs:
     return _inputs_to_arrays(doc["inputs"], input_dtypes, fast), Format.COLUMNAR
   raise errors.invalid_argument("Missing 'inputs' or 'instances' key")
-
-
-# --- JSON -> tf.Example (classify) ---------------------------------------------------------------
-
-def _kind_error(name: str, feature: feature_pb2.Feature) -> errors.ServingError:
-  kind = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}.get(
-      feature.WhichOneof("kind"), "UNKNOWN")
-  return errors.invalid_argument(
-      f"Unexpected element type in feature: {name} expecting type: {kind}")
-
-
-def _add_to_feature(value, name: str, feature: feature_pb2.Feature) -> None:
-  """AddValueToFeature()."""
-  kind = feature.WhichOneof("kind")
-  if value is None or isinstance(value, list) or (isinstance(value, dict) and not _is_b64(value)):
-    raise errors.invalid_argument(
-        f"Feature: {name} has element with unexpected JSON type: {_type_string(value)}")
-  if isinstance(value, bool):
-    if kind not in (None, "int64_list"):
-      raise _kind_error(name, feature)
-    feature.int64_list.value.append(1 if value else 0)
-  elif isinstance(value, dict):
-    if kind not in (None, "bytes_list"):
-      raise _kind_error(name, feature)
-    feature.bytes_list.value.append(_decode_b64(value))
-  elif isinstance(value, str):
-    if kind not in (None, "bytes_list"):
-      raise _kind_error(name, feature)
-    feature.bytes_list.value.append(value.encode("utf-8", "surrogateescape"))
-  elif isinstance(value, float):
-    if kind not in (None, "float_list"):
-      raise _kind_error(name, feature)
-    feature.float_list.value.append(value)
-  else:
-    if kind not in (None, "int64_list"):
-      raise _kind_error(name, feature)
-    if value > _INT64_MAX:
-      raise errors.invalid_argument(
-          f"Feature: {name} has uint64_t element. Only int64_t is supported.")
-    feature.int64_list.value.append(value)
-
-
-def _example(value, example: example_pb2.Example) -> None:
-  """MakeExampleFromJsonObject()."""
-  if not isinstance(value, dict):
-    raise errors.invalid_argument(
-        f"Example must be JSON object but got JSON {_type_string(value)}")
-  for name, content in value.items():
-    feature = feature_pb2.Feature()
-    for item in (content if isinstance(content, list) else [content]):
-      _add_to_feature(item, name, feature)
-    example.features.feature[name].CopyFrom(feature)
-
-
-def classify_input(doc: dict, request_input) -> None:
-  """FillClassifyRegressRequestFromJson() after FillSignature(): fills a tensorflow.serving.Input
-  from "context" and "examples"."""
-  has_context = "context" in doc
-  if has_context:
-    _example(doc["context"], request_input.example_list_with_context.context)
-  if "examples" not in doc:
-    raise _format_error(doc, "When method is classify, key 'examples' is expected and was not "
-                        "found")
-  examples = doc["examples"]
-  if not isinstance(examples, list):
-    raise _format_error(doc, "Expecting 'examples' value to be an list/array")
-  if not examples:
-    raise _format_error(doc, "'examples' value is an empty array")
-  target = (request_input.example_list_with_context.examples if has_context else
-            request_input.example_list.examples)
-  for value in examples:
-    _example(value, target.add())
 
 
 # --- Tensors -> JSON -----------------------------------------------------------------------------
@@ -686,7 +384,7 @@ def outputs_to_json(outputs: dict[str, np.ndarray], fmt: Format) -> str:
     parts = {name: _write_nested(outputs[name].tolist(), writers[name]) for name in names}
     if len(names) == 1:
       return '{"outputs": ' + parts[names[0]] + "}"
-    body = ", ".join(f"{_escape_string(n)}: {parts[n]}" for n in names)
+    body = ", ".join(f"{json_text.escape_string(n)}: {parts[n]}" for n in names)
     return '{"outputs": {' + body + "}}"
   batch = -1
   for name in names:
@@ -704,7 +402,7 @@ def outputs_to_json(outputs: dict[str, np.ndarray], fmt: Format) -> str:
       rows.append(_write_nested(lists[names[0]][i], writers[names[0]]))
     else:
       rows.append("{" + ", ".join(
-          f"{_escape_string(n)}: {_write_nested(lists[n][i], writers[n])}" for n in names) + "}")
+          f"{json_text.escape_string(n)}: {_write_nested(lists[n][i], writers[n])}" for n in names) + "}")
   return '{"predictions": [' + ", ".join(rows) + "]}"
 
 

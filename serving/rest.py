@@ -27,6 +27,7 @@ from tensorflow_serving.apis import model_pb2
 
 from serving import errors
 from serving import grpc_service
+from serving import json_example
 from serving import json_tensor
 from serving import manager as manager_lib
 
@@ -120,7 +121,7 @@ class RestHandler:
     request.model_spec.CopyFrom(spec)
     doc = json_tensor.parse_json(body)
     request.model_spec.signature_name = json_tensor.signature_name(doc)
-    json_tensor.classify_input(doc, request.input)
+    json_example.classify_input(doc, request.input)
     with self._manager.servable(request.model_spec) as servable:
       response = servable.classify(request)
     return json_tensor.classification_to_json(response.result)
