@@ -21,7 +21,8 @@ def _kind_error(name: str, feature: feature_pb2.Feature) -> errors.ServingError:
 def _add_to_feature(value, name: str, feature: feature_pb2.Feature) -> None:
   """AddValueToFeature()."""
   kind = feature.WhichOneof("kind")
-  if value is None or isinstance(value, list) or (isinstance(value, dict) and not json_tensor.is_b64(value)):
+  if value is None or isinstance(value, list) or (
+      isinstance(value, dict) and not json_tensor.is_b64(value)):
     raise errors.invalid_argument(
         f"Feature: {name} has element with unexpected JSON type: {json_text.type_string(value)}")
   if isinstance(value, bool):
@@ -68,8 +69,9 @@ def classify_input(doc: dict, request_input) -> None:
   if has_context:
     _example(doc["context"], request_input.example_list_with_context.context)
   if "examples" not in doc:
-    raise json_text.format_error(doc, "When method is classify, key 'examples' is expected and was not "
-                        "found")
+    raise json_text.format_error(
+        doc, "When method is classify, key 'examples' is expected and was not "
+        "found")
   examples = doc["examples"]
   if not isinstance(examples, list):
     raise json_text.format_error(doc, "Expecting 'examples' value to be an list/array")

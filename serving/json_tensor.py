@@ -154,8 +154,8 @@ def _fill(value, level: int, shape: list[int], enum_: int, out: list) -> None:
   if not isinstance(value, list):
     if level != rank:
       raise errors.invalid_argument(
-          f"JSON Value: {json_text.debug_string(value)} found at incorrect level: {level + 1} in the JSON "
-          f"DOM. Expected at level: {rank}")
+          f"JSON Value: {json_text.debug_string(value)} found at incorrect level: {level + 1} "
+          f"in the JSON DOM. Expected at level: {rank}")
     out.append(_check_scalar(value, enum_))
     return
   if level >= rank:
@@ -296,8 +296,8 @@ def signature_name(doc: dict) -> str:
   name = doc["signature_name"]
   if not isinstance(name, str):
     raise errors.invalid_argument(
-        f"JSON Value: {json_text.debug_string(doc)} not formatted correctly. 'signature_name' key must be "
-        "a string value.")
+        f"JSON Value: {json_text.debug_string(doc)} not formatted correctly. 'signature_name' key "
+        "must be a string value.")
   return name
 
 
@@ -314,8 +314,9 @@ def predict_inputs(doc: dict, input_dtypes: dict[str, int], signature: str,
   has_instances, has_inputs = "instances" in doc, "inputs" in doc
   if has_instances:
     if has_inputs:
-      raise json_text.format_error(doc, "Not formatted correctly expecting only one of 'inputs' or "
-                          "'instances' keys to exist ")
+      raise json_text.format_error(
+          doc, "Not formatted correctly expecting only one of 'inputs' or "
+          "'instances' keys to exist ")
     instances = doc["instances"]
     if not isinstance(instances, list):
       raise json_text.format_error(doc, "Expecting 'instances' to be an list/array")
@@ -402,7 +403,8 @@ def outputs_to_json(outputs: dict[str, np.ndarray], fmt: Format) -> str:
       rows.append(_write_nested(lists[names[0]][i], writers[names[0]]))
     else:
       rows.append("{" + ", ".join(
-          f"{json_text.escape_string(n)}: {_write_nested(lists[n][i], writers[n])}" for n in names) + "}")
+          f"{json_text.escape_string(n)}: {_write_nested(lists[n][i], writers[n])}"
+          for n in names) + "}")
   return '{"predictions": [' + ", ".join(rows) + "]}"
 
 

@@ -23,6 +23,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf import text_format
 
 from mtsys import errors
 from mtsys.export import audit
@@ -170,7 +171,6 @@ def export(system_dir: str, export_base: str, model_name: str, *,
   if tf.io.gfile.exists(config_file):
     with tf.io.gfile.GFile(config_file) as f:
       existing = f.read()
-  from google.protobuf import text_format
   server_config = serving_files.merge_model_config(existing, model_name, model_directory)
   layout.write_text_atomic(config_file, text_format.MessageToString(server_config))
   return ExportResult(
