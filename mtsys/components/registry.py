@@ -8,44 +8,44 @@ _REGISTRY = {}
 
 
 def register(kind):
-    """Class decorator registering a layer class under `kind` and setting its `kind` attribute.
+  """Class decorator registering a layer class under `kind` and setting its `kind` attribute.
 
-    Raises:
-        ValueError: if `kind` is not a non-empty string or is already registered.
-    """
-    if not isinstance(kind, str) or not kind:
-        raise ValueError(
-            "Invalid value received for argument `kind`. "
-            f"Expected a non-empty string. Received: kind={kind!r}"
-        )
+  Raises:
+    ValueError: if `kind` is not a non-empty string or is already registered.
+  """
+  if not isinstance(kind, str) or not kind:
+    raise ValueError(
+        "Invalid value received for argument `kind`. "
+        f"Expected a non-empty string. Received: kind={kind!r}"
+    )
 
-    def decorator(cls):
-        if kind in _REGISTRY:
-            other = _REGISTRY[kind]
-            raise ValueError(
-                f"Component kind '{kind}' is already registered by "
-                f"{other.__module__}.{other.__qualname__}."
-            )
-        cls.kind = kind
-        _REGISTRY[kind] = cls
-        return cls
+  def decorator(cls):
+    if kind in _REGISTRY:
+      other = _REGISTRY[kind]
+      raise ValueError(
+          f"Component kind '{kind}' is already registered by "
+          f"{other.__module__}.{other.__qualname__}."
+      )
+    cls.kind = kind
+    _REGISTRY[kind] = cls
+    return cls
 
-    return decorator
+  return decorator
 
 
 def get(kind):
-    """The layer class registered under `kind`."""
-    try:
-        return _REGISTRY[kind]
-    except (KeyError, TypeError):
-        raise ValueError(f"Unknown component kind {kind!r}; expected one of {kinds()}") from None
+  """The layer class registered under `kind`."""
+  try:
+    return _REGISTRY[kind]
+  except (KeyError, TypeError):
+    raise ValueError(f"Unknown component kind {kind!r}; expected one of {kinds()}") from None
 
 
 def kinds():
-    """All registered kinds, sorted."""
-    return sorted(_REGISTRY)
+  """All registered kinds, sorted."""
+  return sorted(_REGISTRY)
 
 
 def from_config(kind, config):
-    """A new, unbuilt layer of `kind` from its `get_config()` dict."""
-    return get(kind).from_config(dict(config))
+  """A new, unbuilt layer of `kind` from its `get_config()` dict."""
+  return get(kind).from_config(dict(config))

@@ -14,7 +14,6 @@ import os
 import re
 from typing import Mapping
 
-import tensorflow as tf
 from google.protobuf import text_format
 
 from mtsys import errors
@@ -64,6 +63,7 @@ def shipped_names() -> list[str]:
 
 def resolve(path_or_name: str) -> str:
   """Maps a shipped config name to its file; passes paths through."""
+  import tensorflow as tf  # for gs:// configs; imported late so `--help` stays fast
   if tf.io.gfile.exists(path_or_name) and not tf.io.gfile.isdir(path_or_name):
     return path_or_name
   shipped = os.path.join(_SHIPPED_DIR, path_or_name + _SUFFIX)
@@ -75,6 +75,7 @@ def resolve(path_or_name: str) -> str:
 
 def load(path_or_name: str) -> Config:
   """Reads, parses and validates a config file or shipped config name."""
+  import tensorflow as tf
   path = resolve(path_or_name)
   with tf.io.gfile.GFile(path, "r") as f:
     text = f.read()

@@ -10,67 +10,67 @@ from mtsys.components import testing
 
 
 def _images(height=8, width=8, channels=1, batch=2):
-    return np.random.default_rng(0).normal(size=(batch, height, width, channels)).astype("float32")
+  return np.random.default_rng(0).normal(size=(batch, height, width, channels)).astype("float32")
 
 
 def test_round_trips_config_and_serialization():
-    layer = PatchEmbedding(4, 8, seed=1)
-    outputs = testing.run_component_test(layer, _images(), ["patch_size", "hidden_size", "seed"])
-    assert outputs.shape == (2, 4, 8)
+  layer = PatchEmbedding(4, 8, seed=1)
+  outputs = testing.run_component_test(layer, _images(), ["patch_size", "hidden_size", "seed"])
+  assert outputs.shape == (2, 4, 8)
 
 
 def test_param_count_is_pinned():
-    layer = PatchEmbedding(4, 8)
-    layer.build((None, 8, 8, 1))
-    # Conv kernel 4*4*1*8 = 128 + bias 8.
-    assert layer.param_count() == 136
+  layer = PatchEmbedding(4, 8)
+  layer.build((None, 8, 8, 1))
+  # Conv kernel 4*4*1*8 = 128 + bias 8.
+  assert layer.param_count() == 136
 
 
 def test_flops_per_example_is_pinned():
-    # 4 patches * (4*4*1 inputs) * 8 outputs * 2 FLOPs per multiply-add.
-    assert PatchEmbedding(4, 8).flops_per_example((8, 8, 1)) == 1024
+  # 4 patches * (4*4*1 inputs) * 8 outputs * 2 FLOPs per multiply-add.
+  assert PatchEmbedding(4, 8).flops_per_example((8, 8, 1)) == 1024
 
 
 def test_tokens_follow_the_patch_grid_row_major():
-    layer = PatchEmbedding(2, 1)
-    layer.build((None, 4, 6, 1))
-    layer.conv.set_weights([np.ones((2, 2, 1, 1), "float32"), np.zeros((1,), "float32")])
-    # Every pixel of patch (row r, column c) holds 10*r + c, so token i sums to 4 * (10*r + c).
-    patch_values = np.array([[0, 1, 2], [10, 11, 12]], "float32")
-    images = np.kron(patch_values, np.ones((2, 2), "float32"))[None, :, :, None]
-    tokens = keras.ops.convert_to_numpy(layer(images))
-    np.testing.assert_allclose(tokens[0, :, 0], 4 * patch_values.reshape(-1))
+  layer = PatchEmbedding(2, 1)
+  layer.build((None, 4, 6, 1))
+  layer.conv.set_weights([np.ones((2, 2, 1, 1), "float32"), np.zeros((1,), "float32")])
+  # Every pixel of patch (row r, column c) holds 10*r + c, so token i sums to 4 * (10*r + c).
+  patch_values = np.array([[0, 1, 2], [10, 11, 12]], "float32")
+  images = np.kron(patch_values, np.ones((2, 2), "float32"))[None, :, :, None]
+  tokens = keras.ops.convert_to_numpy(layer(images))
+  np.testing.assert_allclose(tokens[0, :, 0], 4 * patch_values.reshape(-1))
 
 
 def test_same_seed_gives_same_weights():
-    first, second = PatchEmbedding(4, 8, seed=7), PatchEmbedding(4, 8, seed=7)
-    first.build((None, 8, 8, 3))
-    second.build((None, 8, 8, 3))
-    np.testing.assert_array_equal(first.conv.kernel.numpy(), second.conv.kernel.numpy())
+  first, second = PatchEmbedding(4, 8, seed=7), PatchEmbedding(4, 8, seed=7)
+  first.build((None, 8, 8, 3))
+  second.build((None, 8, 8, 3))
+  np.testing.assert_array_equal(first.conv.kernel.numpy(), second.conv.kernel.numpy())
 
 
 def test_image_size_not_a_multiple_of_the_patch_raises():
-    with pytest.raises(ValueError, match=re.escape("multiples of patch_size=4")):
-        PatchEmbedding(4, 8)(_images(height=10))
-    with pytest.raises(ValueError, match=re.escape("(None, 8, 6, 1)")):
-        PatchEmbedding(4, 8)(keras.Input((8, 6, 1)))
-    with pytest.raises(ValueError, match=re.escape("multiples of patch_size=4")):
-        PatchEmbedding(4, 8).flops_per_example((8, 6, 1))
+  with pytest.raises(ValueError, match=re.escape("multiples of patch_size=4")):
+    PatchEmbedding(4, 8)(_images(height=10))
+  with pytest.raises(ValueError, match=re.escape("(None, 8, 6, 1)")):
+    PatchEmbedding(4, 8)(keras.Input((8, 6, 1)))
+  with pytest.raises(ValueError, match=re.escape("multiples of patch_size=4")):
+    PatchEmbedding(4, 8).flops_per_example((8, 6, 1))
 
 
 def test_shared_layer_checks_every_call():
-    layer = PatchEmbedding(4, 8)
-    layer(_images())
-    with pytest.raises(ValueError, match=re.escape("multiples of patch_size=4")):
-        layer(_images(height=12, width=10))
+  layer = PatchEmbedding(4, 8)
+  layer(_images())
+  with pytest.raises(ValueError, match=re.escape("multiples of patch_size=4")):
+    layer(_images(height=12, width=10))
 
 
 def test_works_in_tf_function_with_unknown_image_size():
-    layer = PatchEmbedding(4, 8, seed=1)
-    eager = layer(_images(height=8, width=12))
-    spec = tf.TensorSpec((None, None, None, 1), tf.float32)
-    graph = tf.function(layer, input_signature=[spec])(_images(height=8, width=12))
-    np.testing.assert_allclose(graph, eager, rtol=1e-6)
+  layer = PatchEmbedding(4, 8, seed=1)
+  eager = layer(_images(height=8, width=12))
+  spec = tf.TensorSpec((None, None, None, 1), tf.float32)
+  graph = tf.function(layer, input_signature=[spec])(_images(height=8, width=12))
+  np.testing.assert_allclose(graph, eager, rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -94,19 +94,19 @@ def test_works_in_tf_function_with_unknown_image_size():
     ],
 )
 def test_bad_arguments_raise(kwargs, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
-        PatchEmbedding(**kwargs)
+  with pytest.raises(ValueError, match=re.escape(message)):
+    PatchEmbedding(**kwargs)
 
 
 def test_param_count_before_build_raises():
-    with pytest.raises(ValueError, match=re.escape("before `param_count()`")):
-        PatchEmbedding(4, 8).param_count()
+  with pytest.raises(ValueError, match=re.escape("before `param_count()`")):
+    PatchEmbedding(4, 8).param_count()
 
 
 def test_flops_with_bad_shape_pins_the_message():
-    message = (
-        "Invalid value received for argument `input_shape`. Expected a shape without the batch "
-        "dimension: 3 positive integers (height, width, channels). Received: input_shape=(8, 8)"
-    )
-    with pytest.raises(ValueError, match=re.escape(message)):
-        PatchEmbedding(4, 8).flops_per_example((8, 8))
+  message = (
+      "Invalid value received for argument `input_shape`. Expected a shape without the batch "
+      "dimension: 3 positive integers (height, width, channels). Received: input_shape=(8, 8)"
+  )
+  with pytest.raises(ValueError, match=re.escape(message)):
+    PatchEmbedding(4, 8).flops_per_example((8, 8))
