@@ -39,7 +39,8 @@ def main(argv):
     mstrategy.split_cpu(FLAGS.cpu_devices)
   strategy = mstrategy.make_strategy(common.distribution(config))
   results = baselines.run(config, FLAGS.output_dir, methods=FLAGS.methods, tasks=FLAGS.tasks,
-                          strategy=strategy, verbose=FLAGS.verbose)
+                          strategy=strategy, verbose=FLAGS.verbose,
+                          faults=common.fault_injector())
   print()
   print(f"Baselines on '{config.name}' ({len({r.task for r in results})} tasks):")
   print(baselines.format_table(results))

@@ -72,12 +72,17 @@ def run(main) -> None:
 
 
 def write_json(path: str, payload) -> None:
-  """Writes JSON atomically-ish (temp file, then rename) so readers never see half a file."""
-  import tensorflow as tf  # Imported late: keeps --help fast.
-  parent = os.path.dirname(path)
-  if parent:
-    tf.io.gfile.makedirs(parent)
-  tmp = path + ".tmp"
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    json.dump(payload, f, indent=2)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+  """Writes JSON atomically (temporary file, then rename) so readers never see half a file."""
+  from mtsys.system import fileio  # Imported late: keeps --help fast.
+  fileio.write_json(path, payload)
+
+
+def say(line: str) -> None:
+  """Prints a progress line at once (stdout is buffered when piped to a log)."""
+  print(line, flush=True)
+
+
+def fault_injector():
+  """The crash tests' fault injector from the environment (mtsys.faults); inert without it."""
+  from mtsys import faults
+  return faults.Injector.from_spec(os.environ.get(faults.ENV_VAR))

@@ -52,95 +52,19 @@ flags.DEFINE_string("export_model_name", None,
 flags.mark_flags_as_required(["config", "system_dir"])
 
 
-def _report_child(r) -> None:
-  status = "kept" if r.kept else "pruned"
-  parent = "-" if r.parent_score == float("-inf") else f"{r.parent_score:.3f}"
-  print(f"  [{r.task} iter {r.task_iteration + 1} gen {r.generation + 1} child {r.index + 1}] "
-        f"val {r.validation_accuracy:.3f} score {r.score:.3f} (parent {parent}) {status:<6} "
-        f"best {r.best_score:.3f}  {r.seconds:.1f}s  {'; '.join(r.mutations)}", flush=True)
-
-
 def main(argv):
   del argv
   config = loader.load(FLAGS.config)
   if FLAGS.seed is not None:
     config.proto.evolution.seed = FLAGS.seed
-  from mtsys.evolution import accounting  # Heavy (TensorFlow) imports after flag parsing.
-  from mtsys.evolution import loop
-  from mtsys.system import store as mstore
-  from mtsys.train import strategy as mstrategy
-  if FLAGS.cpu_devices:
-    mstrategy.split_cpu(FLAGS.cpu_devices)
-  from mtsys.system import admin
-  from mtsys.system import lock
-  if FLAGS.remove_task:
-    system = mstore.Store.open(FLAGS.system_dir)
-    run_lock = lock.acquire(FLAGS.system_dir)
-    report = admin.remove_task(system, FLAGS.remove_task)
-    print(f"Removed task '{report.task}': {len(report.removed_components)} components deleted, "
-          f"{len(report.kept_in_use)} kept because other tasks use them.")
-    if report.retained_in_sources:
-      # A fork cannot delete what it reads from its sources: say so (private data may remain).
-      print(f"{len(report.retained_in_sources)} of its components stay readable in this fork's "
-            f"component sources {system.component_sources}; remove the task there too to delete "
-            "them.")
-    run_lock.release()
-    return
-  # Bad input (unknown tasks, bad data, an incompatible system, a root that cannot be made)
-  # fails before the store is touched.
-  task_data, existing = loop.preflight(config, FLAGS.system_dir,
-                                       FLAGS.tasks or [t.name for t in config.tasks],
-                                       fork_from=FLAGS.fork_from, readd=FLAGS.readd_task)
-  run_lock = lock.acquire(FLAGS.system_dir)  # held until the run ends (kill -9 frees it too)
-  if FLAGS.fork_from and admin.is_fork_of(FLAGS.system_dir, FLAGS.fork_from):
-    # Rerunning the same command continues the fork, as any rerun continues a run.
-    print(f"{FLAGS.system_dir} is already a fork of {FLAGS.fork_from}: continuing it.")
-  elif FLAGS.fork_from:
-    existing = admin.fork(FLAGS.fork_from, FLAGS.system_dir)
-    print(f"Forked {FLAGS.fork_from} into {FLAGS.system_dir}.")
-  store = existing or mstore.Store.create(FLAGS.system_dir, config.proto)
-  # We hold the run lock: nobody else writes here, so what an interrupted run left can go.
-  for path in store.sweep_leftovers():
-    print(f"Removed {path}, left by an interrupted run.")
-  store.write_config(config.proto, removed_tasks=[
-      t for t in store.removed_tasks() if t not in FLAGS.readd_task])
-  strategy = mstrategy.make_strategy(common.distribution(config))
-  devices = list(strategy.extended.worker_devices) if strategy.num_replicas_in_sync > 1 else []
-  evolver = loop.Evolver(config, store, strategy=strategy, devices=devices,
-                         on_child=_report_child, task_data=task_data)
-  ev = config.proto.evolution
-  print(f"Evolving '{config.name}' in {FLAGS.system_dir}: {ev.generations} generations x "
-        f"{ev.children_per_generation} children per active phase, "
-        f"{FLAGS.task_iterations or ev.task_iterations} task iterations, "
-        f"{len(FLAGS.tasks or config.tasks)} tasks", flush=True)
-  evolver.run(tasks=FLAGS.tasks, task_iterations=FLAGS.task_iterations)
-
-  paths = store.paths()
-  reports = accounting.report(paths, evolver.source.spec)
-  print()
-  print(f"Evolved system '{config.name}' ({len(paths)} tasks):")
-  print(accounting.format_table(reports, accounting.system_params(paths, evolver.source.spec)))
-  results = [{"method": "evolution", **r.to_json()} for r in reports]
-  if FLAGS.with_baselines:
-    from mtsys.train import baselines
-    rows = baselines.run(config, os.path.join(FLAGS.system_dir, "baselines"),
-                         tasks=FLAGS.tasks, strategy=strategy, root_from=store)
-    print()
-    print("Baselines with an equal training budget per task (muNet eq. 4):")
-    print(baselines.format_table(rows))
-    results += [r.to_json() for r in rows]
-  if FLAGS.results_json:
-    # One object per task (and method): evolution rows first, then any baselines.
-    common.write_json(FLAGS.results_json, results)
-    print(f"Results written to {FLAGS.results_json}")
-  run_lock.release()
-  if FLAGS.export_base:
-    from mtsys import export
-    print()
-    result = export.export(FLAGS.system_dir, FLAGS.export_base,
-                           FLAGS.export_model_name or config.name or "mtsys",
-                           tasks=FLAGS.tasks)
-    print(export.format_summary(result))
+  from mtsys.jobs import evolve  # Heavy (TensorFlow) imports after flag parsing.
+  options = evolve.Options(
+      system_dir=FLAGS.system_dir, distribution=common.distribution(config),
+      cpu_devices=FLAGS.cpu_devices, tasks=FLAGS.tasks, task_iterations=FLAGS.task_iterations,
+      with_baselines=FLAGS.with_baselines, remove_task=FLAGS.remove_task,
+      readd_task=FLAGS.readd_task, fork_from=FLAGS.fork_from, results_json=FLAGS.results_json,
+      export_base=FLAGS.export_base, export_model_name=FLAGS.export_model_name)
+  evolve.run(config, options, faults=common.fault_injector(), out=common.say)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ from typing import Callable, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from mtsys import errors
 from mtsys import data as mdata
+from mtsys import errors
+from mtsys import faults as mfaults
 from mtsys.config import hparams as hp
 from mtsys.config import loader
 from mtsys.evolution import access as maccess
@@ -33,6 +34,7 @@ from mtsys.evolution import sampling
 from mtsys.evolution import scoring
 from mtsys.protos import mtsys_pb2
 from mtsys.system import assembly
+from mtsys.system import compat
 from mtsys.system import paths as mpaths
 from mtsys.system import root as mroot
 from mtsys.system import store as mstore
@@ -122,29 +124,8 @@ def preflight(config: loader.Config, system_dir: str, names: Sequence[str],
   return task_data, existing
 
 
-def check_compatible(stored: mtsys_pb2.SystemConfig, config: loader.Config) -> None:
-  """Raises ValueError when `config` cannot continue a system made with `stored`.
-
-  The root must be the same (its components are already in the system); tasks may be added, but a
-  task already in the system keeps its number of classes (its head depends on it).
-  """
-  if stored.HasField("root") and stored.root != config.proto.root:
-    raise errors.IncompatibleSystemError(
-        f"The system was made with root {{{_short(stored.root)}}}; the config asks for "
-        f"root {{{_short(config.proto.root)}}}. Use the original root or a new "
-        "system directory.")
-  before = {t.name: t for t in stored.task}
-  for task in config.tasks:
-    old = before.get(task.name)
-    if old is not None and old.num_classes != task.num_classes:
-      raise errors.IncompatibleSystemError(
-          f"Task '{task.name}' has {old.num_classes} classes in the system; the "
-          f"config says {task.num_classes}. Give the changed task a new name.")
-
-
-def _short(msg) -> str:
-  from google.protobuf import text_format
-  return text_format.MessageToString(msg, as_one_line=True)
+# Kept here too: callers have always found it in the loop.
+check_compatible = compat.check_compatible
 
 
 class Evolver:
@@ -247,8 +228,10 @@ class Evolver:
     task = self.config.task(state.task)
     iteration = state.iterations_done[task.name]
     while state.generations_done < self.ev.generations:
-      self._generation(state, task, iteration)
-    self._finish_phase(state, task)
+      with self.store.faults.phase_of(mfaults.CHILD_TRAINING):
+        self._generation(state, task, iteration)
+    with self.store.faults.phase_of(mfaults.END_OF_PHASE):
+      self._finish_phase(state, task)
 
   def _generation(self, state, task: mtsys_pb2.TaskSpec, iteration: int) -> None:
     gen = state.generations_done
@@ -347,7 +330,12 @@ class Evolver:
           "beat an empty parent); check the task's data and the search space's learning rates.")
     best = max(own, key=lambda p: p.score)
     best_copy = mtsys_pb2.PathSpec()
-    best_copy.CopyFrom(best)
+    stored = self.store.read_path(task.name)
+    if stored is not None and stored.id == best.id:
+      # A kill after the path was written: finish the phase with what was stored.
+      best_copy.CopyFrom(stored)
+    else:
+      best_copy.CopyFrom(best)
     # Recorded with the path so an export can name the classes without the task's data.
     best_copy.class_names[:] = self.task_data(task.name).class_names
     if not best_copy.metrics.test_accuracy:
@@ -360,7 +348,8 @@ class Evolver:
           channels=self.config.proto.root.channels, batch_size=self.ev.batch_size,
           strategy=self.strategy)
       self.timing.training += time.perf_counter() - start
-    self.store.write_path(best_copy)
+    if best_copy != stored:
+      self.store.write_path(best_copy)
     # Drop what the phase's other children created (including orphans of a killed generation);
     # the system's paths keep what they use.
     in_use = mstore.component_ids_of(self.store.paths().values())

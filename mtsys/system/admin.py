@@ -14,9 +14,10 @@ component files; it reads the (write-once) components it does not hold from its 
 from __future__ import annotations
 
 import dataclasses
-import tensorflow as tf
+from typing import Optional
 
 from mtsys import errors
+from mtsys import faults as mfaults
 from mtsys.protos import mtsys_pb2
 from mtsys.system import lock as mlock
 from mtsys.system import root as mroot
@@ -43,6 +44,8 @@ class RemovalReport:
   removed_from_config: bool = False
   # The task's in-progress active phase was discarded.
   cleared_active_phase: bool = False
+  # The task had been removed completely before: nothing was done.
+  already_removed: bool = False
 
 
 def known_tasks(store: mstore.Store) -> list[str]:
@@ -69,15 +72,32 @@ def remove_task(store: mstore.Store, task_name: str) -> RemovalReport:
   its `iterations_done` and, when it is the active task, the active phase in progress. Public or
   shared components the task trained stay when another task uses them.
 
-  Safe to re-run after a crash: the config entry is removed last.
+  Crash-safe: the task is first recorded as removed in `system.pb` (so no run evolves it again
+  meanwhile), then deleted step by step; its config entry goes last. A removal a kill interrupted
+  is finished by rerunning it, or by `finish_removals` (every run calls it first). Removing a task
+  that was removed already changes nothing (`already_removed` in the report).
 
   Raises:
-    ValueError: `task_name` is not a task of the system (nothing is changed).
+    UnknownTaskError: `task_name` is not a task of the system (nothing is changed).
   """
   known = known_tasks(store)
+  removed = store.removed_tasks()
   if task_name not in known:
+    if task_name in removed:
+      return RemovalReport(task=task_name, already_removed=True)
     raise errors.UnknownTaskError(f"Unknown task '{task_name}'; expected one of {known}.")
   report = RemovalReport(task=task_name)
+  with store.faults.phase_of(mfaults.TASK_REMOVAL):
+    _remove(store, task_name, removed, report)
+  return report
+
+
+def _remove(store: mstore.Store, task_name: str, removed: list,
+            report: RemovalReport) -> None:
+  # 0. The intent, first: from now on the task counts as removed.
+  if task_name not in removed:
+    removed = removed + [task_name]
+    store.write_config(store.read_state().config, removed_tasks=removed)
 
   # 1. The evolution state: forget the task, and discard its active phase.
   evo = store.read_evolution_state()
@@ -117,24 +137,22 @@ def remove_task(store: mstore.Store, task_name: str) -> RemovalReport:
     else:
       report.retained_in_sources.append(cid)
 
-  # 4. The stored config, last, with the task recorded as removed: a rerun whose config still
-  # lists it stops instead of silently evolving it again (see bin/evolve.py --readd_task).
-  state = store.read_state()
+  # 4. The stored config, last: the removal is complete.
   config = mtsys_pb2.SystemConfig()
-  config.CopyFrom(state.config)
+  config.CopyFrom(store.read_state().config)
   kept = [t for t in config.task if t.name != task_name]
   report.removed_from_config = len(kept) != len(config.task)
-  del config.task[:]
-  config.task.extend(kept)
-  store.write_config(config, removed_tasks=list(state.removed_tasks) + [task_name])
-  return report
+  if report.removed_from_config:
+    del config.task[:]
+    config.task.extend(kept)
+    store.write_config(config, removed_tasks=removed)
 
 
-def _is_empty_dir(root: str) -> bool:
-  """True for a missing or empty directory (the run lock of the run about to fill it aside)."""
-  return not tf.io.gfile.exists(root) or (
-      tf.io.gfile.isdir(root)
-      and not [e for e in tf.io.gfile.listdir(root) if e.rstrip("/") != mlock.LOCK_FILE])
+def finish_removals(store: mstore.Store) -> list[RemovalReport]:
+  """Completes every task removal a kill interrupted (a task recorded as removed that the
+  system still knows); returns their reports. Call it holding the run lock."""
+  known = set(known_tasks(store))
+  return [remove_task(store, t) for t in store.removed_tasks() if t in known]
 
 
 def is_fork_of(dst_root: str, src_root: str) -> bool:
@@ -146,13 +164,16 @@ def is_fork_of(dst_root: str, src_root: str) -> bool:
   return bool(sources) and sources[0] == mstore.normalize_root(src_root)
 
 
-def fork(src_root: str, dst_root: str) -> mstore.Store:
+def fork(src_root: str, dst_root: str,
+         faults: Optional[mfaults.Injector] = None) -> mstore.Store:
   """Makes `dst_root` a fork of the system at `src_root` and returns its store.
 
   The fork gets its own `system.pb` (the source's config; `component_sources` = [src_root] +
   the source's own sources, nearest first), copies of the source's paths and evolution state, and
   no component files: components are write-once, so the fork reads the source's. What the fork
-  writes goes to `dst_root` only; the source is never written. `dst_root` must be new or empty.
+  writes goes to `dst_root` only; the source is never written. `dst_root` must be new or empty,
+  or hold what a fork killed before its end left (it is discarded and the fork made again): the
+  paths and state are written first and `system.pb`, which makes the fork exist, last.
 
   A fork relies on its sources keeping the components it uses. The source's own garbage
   collection (the end of an active phase) deletes only components its own paths no longer use,
@@ -166,18 +187,17 @@ def fork(src_root: str, dst_root: str) -> mstore.Store:
   src = mstore.Store.open(src_root)
   if mstore.normalize_root(src_root) == mstore.normalize_root(dst_root):
     raise errors.IncompatibleSystemError(f"Cannot fork {src_root} into itself.")
-  if not _is_empty_dir(dst_root):
+  if not mstore.Store.is_unfinished_create(dst_root, allowed=[mlock.LOCK_FILE]):
     raise errors.IncompatibleSystemError(
         f"Cannot fork into {dst_root}: it exists and is not empty.")
-  state = src.read_state()
-  sources = [mstore.normalize_root(src.root)] + src.component_sources
-  dst = mstore.Store.create(dst_root, state.config, component_sources=sources)
-  for path in src.paths().values():
-    dst.write_path(path)
-  evo = src.read_evolution_state()
-  if evo.ByteSize():
-    dst.write_evolution_state(evo)
-  return dst
+  faults = faults or mfaults.Injector()
+  with faults.phase_of(mfaults.FORK):
+    mstore.Store(dst_root, faults).discard_unfinished_create()
+    state = src.read_state()
+    sources = [mstore.normalize_root(src.root)] + src.component_sources
+    return mstore.Store.create(dst_root, state.config, component_sources=sources, faults=faults,
+                               paths=list(src.paths().values()),
+                               evolution_state=src.read_evolution_state())
 
 
 def detach(store: mstore.Store) -> list[str]:

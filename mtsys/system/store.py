@@ -1,14 +1,18 @@
 """The on-disk store of a system: one directory, local or remote, used only via `tf.io.gfile`.
 
-Layout (everything below `root`):
+Layout and protocol (everything below the system directory):
 
-    system.pb                      SystemState: schema version + the config the system was made with
-    components/<id>/weights.npz    weight arrays, in the layer's `weights` order (no pickle)
-    components/<id>/optimizer.npz  optimizer slots (SGD momentum) aligned with the weights
-    components/<id>/MANIFEST.pb    ComponentSpec with SHA-256 checksums, written LAST
-    paths/<task>.pb                PathSpec of the task's best path, replaced whole
-    evolution/state.pb             EvolutionState: where evolution is, for resuming
-    RUN.lock                       who runs on the system (mtsys.system.lock); flock'ed while held
+| file | holds | written how | visible to readers when | a kill leaves |
+|---|---|---|---|---|
+| `system.pb` | SystemState: schema version, config, component sources, removed tasks | atomic replace | renamed into place | old or new file |
+| `components/<id>/weights.npz` | weight arrays in the layer's `weights` order (no pickle) | plain write, once | its manifest exists | a manifest-less dir |
+| `components/<id>/optimizer.npz` | optimizer slots (SGD momentum) aligned with the weights | plain write, once | its manifest exists | a manifest-less dir |
+| `components/<id>/MANIFEST.pb` | ComponentSpec with the two files' SHA-256 | atomic replace, LAST | renamed into place | the component whole, or invisible |
+| `paths/<task>.pb` | PathSpec of the task's best path | atomic replace | renamed into place | old or new path |
+| `evolution/state.pb` | EvolutionState: where evolution is, for resuming | atomic replace | renamed into place | old or new state |
+| `RUN.lock` | who runs here (host, pid, start); `flock`ed while held | `mtsys.system.lock` | - | a free lock (the kernel drops it) |
+| `baselines/<method>/` | a whole system per baseline method, same layout | as above | as above | as above |
+| `*.tmp-<random>` | a replacement being written | plain write | never | a leftover |
 
 Every .pb is a checksummed record (`mtsys.system.records`, schema 2): a flipped byte, a truncated
 or empty file, or garbage is reported as corrupt, naming the file, never parsed as a different
@@ -16,10 +20,30 @@ valid message; the .npz files are checked against the SHA-256 in their manifest.
 systems (bare .pb files) are read as they are and migrated on their first write (every .pb
 rewritten as a record, system.pb last; a kill midway leaves a system schema-1 reading accepts).
 
+Primitives (`mtsys.system.fileio`): "atomic replace" is a temporary file `rename(2)`d over the
+target on local filesystems, and one object upload on object stores (gs://, s3://), which make
+an object visible whole or not at all. `tf.io.gfile` offers no create-if-absent (its
+`rename(overwrite=False)` checks, then renames), so write-once is not enforced by the filesystem:
+it holds because one process writes a system at a time, by `flock` on `RUN.lock` (local; a
+kill frees it). Object stores have no flock and `tf.io.gfile` no generation precondition: there
+the lock is not enforced (documented in `mtsys.system.lock`).
+
+Multi-file steps, each finished or undone by the next run (which holds the lock and first
+deletes `*.tmp-*` files and manifest-less component directories, `sweep_leftovers`):
+
+| step | order of writes | the next run after a kill |
+|---|---|---|
+| root (`pretrain.ensure_root`) | components one by one; paths only after the whole root | finds no partial root: one with some components and no path is deleted and written again whole from one pretraining run |
+| generation (`loop.Evolver`) | kept children's components, then the state (population) | redoes the generation; components of an unfinished one are orphans the end of the phase deletes |
+| end of active phase | the task's path, deletion of the phase's unused components, then the state | redoes the end (the state still names the phase); reuses the path when written already |
+| baselines (`train.baselines`) | per task: the components, then the path | skips tasks with a stored path of the same budget; deletes the task's unused components |
+| fork (`admin.fork`) | paths and state, then `system.pb`, which makes the fork exist | discards the unfinished fork (no `system.pb`) and forks again |
+| task removal (`admin.remove_task`) | `removed_tasks` in system.pb first, then state, path, components, config entry last | finishes the removal (`admin.finish_removals`) before anything else |
+| schema migration | every .pb as a record, `system.pb` last | continues the migration |
+
 A component exists for readers only once its manifest does, so a crash mid-write leaves nothing
-visible, and components are write-once. A path (and system.pb) is replaced atomically: a temporary
-file renamed into place on filesystems with atomic rename, a single object write on object stores,
-where rename is a copy. Readers therefore never see half-written objects.
+visible, and components are write-once. Crash tests: `tests/system/test_crash.py` kills real
+runs at the writes of every step above (`mtsys.faults`) and at random times.
 
 Forks. A system made by `mtsys.system.admin.fork` holds no component files at first: its
 `system.pb` lists `component_sources`, the system directories (nearest first) it reads the
@@ -38,15 +62,16 @@ import hashlib
 import io
 import os
 import time
-import uuid
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from mtsys import errors
+from mtsys import faults as mfaults
 from mtsys.config import names
 from mtsys.protos import mtsys_pb2
+from mtsys.system import fileio
 from mtsys.system import records
 
 # Bump when the layout or the meaning of saved fields changes incompatibly.
@@ -58,8 +83,6 @@ _SYSTEM = "system.pb"
 _MANIFEST = "MANIFEST.pb"
 _WEIGHTS = "weights.npz"
 _OPTIMIZER = "optimizer.npz"
-# Object stores: a single write is atomic, a rename is a copy + delete (not atomic).
-_OBJECT_STORE_SCHEMES = ("gs://", "s3://")
 
 
 # The store's errors (mtsys.errors), under the names callers have always used.
@@ -103,8 +126,10 @@ def _npz_arrays(data: bytes, path: str) -> list[np.ndarray]:
 class Store:
   """Reads and writes one system directory."""
 
-  def __init__(self, root: str):
+  def __init__(self, root: str, faults: Optional[mfaults.Injector] = None):
     self.root = root.rstrip("/") if root not in ("/",) else root
+    # Fault points of crash tests (mtsys.faults); inert unless a test armed it.
+    self.faults = faults or mfaults.Injector()
     # Component sources of a fork, read lazily from system.pb (None: not read yet).
     self._sources: Optional[list[str]] = None
     # System directory -> True when it is a schema-1 system (bare .pb files), by its system.pb.
@@ -113,29 +138,70 @@ class Store:
   # ------------------------------------------------------------------ system
   @classmethod
   def create(cls, root: str, config: mtsys_pb2.SystemConfig,
-             component_sources: Sequence[str] = ()) -> "Store":
+             component_sources: Sequence[str] = (),
+             faults: Optional[mfaults.Injector] = None,
+             paths: Sequence[mtsys_pb2.PathSpec] = (),
+             evolution_state: Optional[mtsys_pb2.EvolutionState] = None) -> "Store":
     """Creates a system at `root`, or opens it if it exists (checking the schema version).
 
     `component_sources` (for forks, see `mtsys.system.admin.fork`): system directories, nearest
-    first, whose components this system reads when it does not hold them. Ignored when the
-    system already exists.
+    first, whose components this system reads when it does not hold them. `paths` and
+    `evolution_state`: the new system's first contents (a fork's copies). They are written
+    before `system.pb`, which makes the system exist: a kill midway leaves no system (see
+    `is_unfinished_create`). All of these are ignored when the system already exists.
     """
-    store = cls(root)
+    store = cls(root, faults)
     if tf.io.gfile.exists(store._system_file):
       store.read_state()  # Raises on an incompatible or corrupt system.
       return store
     tf.io.gfile.makedirs(store.root)
+    store._legacy[store.root] = False
+    if paths:
+      tf.io.gfile.makedirs(_join(store.root, "paths"))
+    for path in paths:  # the components are checked by the caller (they live in the sources)
+      store._write_pb(store._path_file(path.task), path)
+    if evolution_state is not None and evolution_state.ByteSize():
+      store.write_evolution_state(evolution_state)
     state = mtsys_pb2.SystemState(schema_version=SCHEMA_VERSION, config=config,
                                   component_sources=list(component_sources))
-    store._legacy[store.root] = False
     store._write_pb(store._system_file, state)
     store._sources = list(component_sources)
     return store
 
+  @staticmethod
+  def is_unfinished_create(root: str, allowed: Sequence[str] = ()) -> bool:
+    """True when `root` is absent, empty, or holds only what a `create` killed before its
+    `system.pb` leaves (.pb files under paths/ and evolution/, temporary files), besides the
+    entries named in `allowed`."""
+    if not tf.io.gfile.exists(root):
+      return True
+    if not tf.io.gfile.isdir(root):
+      return False
+    for entry in tf.io.gfile.listdir(root):
+      name = entry.rstrip("/")
+      if name in allowed or fileio.TMP_MARK in name:
+        continue
+      if name not in ("paths", "evolution"):
+        return False
+      sub = _join(root, name)
+      if not tf.io.gfile.isdir(sub) or not all(
+          e.endswith(".pb") or fileio.TMP_MARK in e for e in tf.io.gfile.listdir(sub)):
+        return False
+    return True
+
+  def discard_unfinished_create(self) -> None:
+    """Deletes what a `create` killed before its `system.pb` left (see `is_unfinished_create`)."""
+    for name in ("paths", "evolution"):
+      fileio.rmtree(_join(self.root, name), self.faults)
+    if tf.io.gfile.isdir(self.root):
+      for entry in tf.io.gfile.listdir(self.root):
+        if fileio.TMP_MARK in entry:
+          self._remove(_join(self.root, entry))
+
   @classmethod
-  def open(cls, root: str) -> "Store":
+  def open(cls, root: str, faults: Optional[mfaults.Injector] = None) -> "Store":
     """Opens an existing system; raises SystemNotFoundError / IncompatibleSchemaError."""
-    store = cls(root)
+    store = cls(root, faults)
     if not tf.io.gfile.exists(store._system_file):
       raise SystemNotFoundError(f"No mtsys system at {root} (missing {store._system_file}).")
     store.read_state()
@@ -380,8 +446,8 @@ class Store:
     for directory, _, files in tf.io.gfile.walk(self.root):
       for name in files:
         path = _join(directory, name)
-        if ".tmp-" in name and old_enough(path):
-          tf.io.gfile.remove(path)
+        if fileio.TMP_MARK in name and old_enough(path):
+          self._remove(path)
           removed.append(path)
     base = _join(self.root, "components")
     if tf.io.gfile.isdir(base):
@@ -389,7 +455,7 @@ class Store:
         cdir = _join(base, entry.rstrip("/"))
         if (tf.io.gfile.isdir(cdir) and not tf.io.gfile.exists(_join(cdir, _MANIFEST))
             and old_enough(cdir)):
-          tf.io.gfile.rmtree(cdir)
+          fileio.rmtree(cdir, self.faults)
           removed.append(cdir)
     return sorted(removed)
 
@@ -401,10 +467,8 @@ class Store:
     """
     cdir = self._component_dir(component_id)
     manifest = _join(cdir, _MANIFEST)
-    if tf.io.gfile.exists(manifest):
-      tf.io.gfile.remove(manifest)
-    if tf.io.gfile.exists(cdir):
-      tf.io.gfile.rmtree(cdir)
+    self._remove(manifest)
+    fileio.rmtree(cdir, self.faults)
 
   # --------------------------------------------------------------- evolution
   @property
@@ -454,9 +518,7 @@ class Store:
     return out
 
   def delete_path(self, task: str) -> None:
-    path = self._path_file(task)
-    if tf.io.gfile.exists(path):
-      tf.io.gfile.remove(path)
+    self._remove(self._path_file(task))
 
   def snapshot(self) -> mtsys_pb2.SystemState:
     """The whole system as one SystemState (header, every component and path)."""
@@ -467,13 +529,7 @@ class Store:
 
   # --------------------------------------------------------------------- I/O
   def _read(self, path: str) -> bytes:
-    try:
-      if not tf.io.gfile.exists(path):
-        raise CorruptFileError(f"Missing file {path}.")
-      with tf.io.gfile.GFile(path, "rb") as f:
-        return f.read()
-    except tf.errors.OpError as e:  # permissions, a transient remote error: not corruption
-      raise StoreAccessError(f"Cannot read {path}: {e.message}") from e
+    return fileio.read(path)
 
   def _parse(self, path: str, message, root: Optional[str] = None):
     """A stored .pb of system `root` (default: this one), checked (see mtsys.system.records)."""
@@ -486,24 +542,13 @@ class Store:
     self._write_atomic(path, records.frame(message.SerializeToString()))
 
   def _write_plain(self, path: str, data: bytes) -> None:
-    try:
-      with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(data)
-    except tf.errors.OpError as e:
-      raise StoreAccessError(f"Cannot write {path}: {e.message}") from e
+    fileio.write_plain(path, data, self.faults)
 
   def _write_atomic(self, path: str, data: bytes) -> None:
-    if path.startswith(_OBJECT_STORE_SCHEMES):
-      self._write_plain(path, data)
-      return
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    self._write_plain(tmp, data)
-    try:
-      tf.io.gfile.rename(tmp, path, overwrite=True)
-    except Exception:
-      if tf.io.gfile.exists(tmp):
-        tf.io.gfile.remove(tmp)
-      raise
+    fileio.write_atomic(path, data, self.faults)
+
+  def _remove(self, path: str) -> None:
+    fileio.remove(path, self.faults)
 
 
 def component_ids_of(paths: Iterable[mtsys_pb2.PathSpec]) -> set[str]:

@@ -17,12 +17,15 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from mtsys import errors
 from mtsys import data as mdata
+from mtsys import errors
+from mtsys import faults as mfaults
 from mtsys.config import hparams as hp
 from mtsys.config import loader
 from mtsys.protos import mtsys_pb2
 from mtsys.system import assembly
+from mtsys.system import compat
+from mtsys.system import lock as mlock
 from mtsys.system import paths as mpaths
 from mtsys.system import root as mroot
 from mtsys.system import store as mstore
@@ -76,14 +79,20 @@ def plan(method: str, store: mstore.Store, config: loader.Config, task: mtsys_pb
 def run(config: loader.Config, output_dir: str, *, methods: Optional[Sequence[str]] = None,
         tasks: Optional[Sequence[str]] = None, strategy: Optional[tf.distribute.Strategy] = None,
         verbose: int = 0, log: Callable[[str], None] = print,
-        root_from: Optional[mstore.Store] = None) -> list[BaselineResult]:
+        root_from: Optional[mstore.Store] = None,
+        faults: Optional[mfaults.Injector] = None) -> list[BaselineResult]:
   """Trains every requested baseline on every requested task; returns one result per pair.
 
   Every method starts from the same root: `root_from`'s (an evolved system) when given and
   present there, else the config's random or pretrained root (pretrained once per process).
 
-  Task data is loaded and checked for all tasks before any training starts, so bad data fails
-  fast.
+  Everything is checked before the first write: methods, every task's data, the root's source
+  and, for method systems that exist already, their compatibility with `config`.
+
+  Resumable: a (method, task) whose path is stored with this budget's steps is not trained again
+  (its row comes from the stored path), so a rerun after a kill continues where it stopped. A
+  task's components that no path uses (a commit a kill interrupted, or a path trained with
+  another budget and replaced) are deleted before and after training it.
   """
   bl = config.proto.baselines
   methods = list(methods or bl.methods)
@@ -96,49 +105,97 @@ def run(config: loader.Config, output_dir: str, *, methods: Optional[Sequence[st
     mdata.check_image_size(t.name, root.image_size, config.arch.patch_size)
   task_data = {t.name: mdata.load_task(t) for t in task_specs}
   pretrain.check_root_source(config, [root_from])  # before the first store is created
+  directories = {m: f"{output_dir.rstrip('/')}/{m}" for m in methods}
+  for directory in directories.values():
+    try:
+      compat.check_compatible(mstore.Store.open(directory).read_state().config, config)
+    except mstore.SystemNotFoundError:
+      pass
   budget = trainer.Budget(bl.epochs, bl.max_batches_per_epoch, bl.batch_size)
   hparams = hp.defaults(config.search_space)
   seed = int(bl.seed)
+  faults = faults or mfaults.Injector()
 
   results = []
   for method in methods:
-    store = mstore.Store.create(f"{output_dir.rstrip('/')}/{method}", config.proto)
-    root_specs = pretrain.ensure_root(store, config, root_from=root_from, strategy=strategy,
-                                        log=log)
-    method_rows = []
-    for i, task in enumerate(task_specs):
-      log(f"[{method}] task {i + 1}/{len(task_specs)} '{task.name}': training "
-          f"{budget.epochs} epochs x {budget.steps_per_epoch(task_data[task.name].sizes['train'])}"
-          f" batches of {budget.batch_size}")
-      planned = plan(method, store, config, task, root_specs, bl.adapter_dim, seed)
-      result = trainer.train_path(planned, task_data[task.name], hparams, budget,
-                                  image_size=root.image_size, channels=root.channels,
-                                  strategy=strategy, seed=seed, evaluate_test=True,
-                                  verbose=verbose)
-      path_params = sum(p.spec.param_count for p in planned)
-      added = sum(p.spec.param_count for p in planned if p.trainable)
-      metrics = mtsys_pb2.PathMetrics(
-          validation_accuracy=result.validation_accuracy, test_accuracy=result.test_accuracy,
-          total_params=path_params, flops=sum(p.spec.flops for p in planned),
-          train_steps=result.total_steps, train_seconds=result.train_seconds)
-      mpaths.commit(store, task.name, planned,
-                    mpaths.Trained(result.weights, result.optimizer_slots, result.best_steps),
-                    path_id=f"{method}.{task.name}", hparams=hparams, metrics=metrics,
-                    score=result.validation_accuracy, author=f"baselines/{method}",
-                    class_names=task_data[task.name].class_names)
-      log(f"[{method}] '{task.name}': validation {result.validation_accuracy:.4f}, "
-          f"test {result.test_accuracy:.4f}, {result.train_seconds:.1f}s")
-      method_rows.append(BaselineResult(
-          task=task.name, method=method, test_accuracy=result.test_accuracy,
-          validation_accuracy=result.validation_accuracy, params_per_task=0.0,
-          path_params=path_params, added_params=added, train_steps=result.total_steps,
-          train_seconds=result.train_seconds))
-    system_params = sum(s.param_count for s in root_specs if method != "full_finetune")
-    system_params += sum(r.added_params for r in method_rows)
-    for r in method_rows:
-      r.params_per_task = system_params / len(method_rows)
-    results.extend(method_rows)
+    with mlock.acquire(directories[method]):
+      results.extend(_run_method(method, directories[method], config, task_specs, task_data,
+                                 budget, hparams, seed, strategy, verbose, log, root_from,
+                                 faults))
   return results
+
+
+def _run_method(method, directory, config, task_specs, task_data, budget, hparams, seed,
+                strategy, verbose, log, root_from, faults) -> list[BaselineResult]:
+  """One method's system: made or continued (under its run lock), every task trained once."""
+  bl, root = config.proto.baselines, config.proto.root
+  with faults.phase_of(mfaults.BASELINES):
+    store = mstore.Store.create(directory, config.proto, faults=faults)
+    for path in store.sweep_leftovers():  # we hold the lock: an interrupted run's leftovers
+      log(f"Removed {path}, left by an interrupted run.")
+    store.write_config(config.proto)
+  root_specs = pretrain.ensure_root(store, config, root_from=root_from, strategy=strategy,
+                                    log=log)
+  method_rows = []
+  for i, task in enumerate(task_specs):
+    data = task_data[task.name]
+    steps = budget.epochs * budget.steps_per_epoch(data.sizes["train"])
+    stored = store.read_path(task.name)
+    if (stored is not None and stored.author == f"baselines/{method}"
+        and stored.metrics.train_steps == steps):
+      log(f"[{method}] task {i + 1}/{len(task_specs)} '{task.name}': trained already")
+      method_rows.append(_stored_row(store, method, stored))
+      continue
+    log(f"[{method}] task {i + 1}/{len(task_specs)} '{task.name}': training "
+        f"{budget.epochs} epochs x {budget.steps_per_epoch(data.sizes['train'])}"
+        f" batches of {budget.batch_size}")
+    with faults.phase_of(mfaults.BASELINES):
+      _drop_unused(store, task.name)
+    planned = plan(method, store, config, task, root_specs, bl.adapter_dim, seed)
+    result = trainer.train_path(planned, data, hparams, budget,
+                                image_size=root.image_size, channels=root.channels,
+                                strategy=strategy, seed=seed, evaluate_test=True,
+                                verbose=verbose)
+    metrics = mtsys_pb2.PathMetrics(
+        validation_accuracy=result.validation_accuracy, test_accuracy=result.test_accuracy,
+        total_params=sum(p.spec.param_count for p in planned),
+        flops=sum(p.spec.flops for p in planned),
+        train_steps=result.total_steps, train_seconds=result.train_seconds)
+    with faults.phase_of(mfaults.BASELINES):
+      path = mpaths.commit(
+          store, task.name, planned,
+          mpaths.Trained(result.weights, result.optimizer_slots, result.best_steps),
+          path_id=f"{method}.{task.name}", hparams=hparams, metrics=metrics,
+          score=result.validation_accuracy, author=f"baselines/{method}",
+          class_names=data.class_names)
+      _drop_unused(store, task.name)  # a replaced path's components
+    log(f"[{method}] '{task.name}': validation {result.validation_accuracy:.4f}, "
+        f"test {result.test_accuracy:.4f}, {result.train_seconds:.1f}s")
+    method_rows.append(_stored_row(store, method, path))
+  system_params = sum(s.param_count for s in root_specs if method != "full_finetune")
+  system_params += sum(r.added_params for r in method_rows)
+  for r in method_rows:
+    r.params_per_task = system_params / len(method_rows)
+  return method_rows
+
+
+def _stored_row(store: mstore.Store, method: str, path: mtsys_pb2.PathSpec) -> BaselineResult:
+  """The result row of a stored baseline path (params_per_task filled in by the caller)."""
+  m = path.metrics
+  added = sum(store.read_component_spec(c).param_count for c in path.trained_component_ids)
+  return BaselineResult(
+      task=path.task, method=method, test_accuracy=m.test_accuracy,
+      validation_accuracy=m.validation_accuracy, params_per_task=0.0,
+      path_params=m.total_params, added_params=added, train_steps=m.train_steps,
+      train_seconds=m.train_seconds)
+
+
+def _drop_unused(store: mstore.Store, task: str) -> None:
+  """Deletes the components `task` created that no stored path uses."""
+  in_use = mstore.component_ids_of(store.paths().values())
+  for cid in store.component_ids():
+    if cid not in in_use and store.read_component_spec(cid).created_by_task == task:
+      store.delete_component(cid)
 
 
 def format_table(results: Sequence[BaselineResult]) -> str:

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from mtsys import data as mdata
 from mtsys import errors
+from mtsys import faults as mfaults
 from mtsys.config import hparams as hp
 from mtsys.config import loader
 from mtsys.protos import mtsys_pb2
@@ -49,7 +50,8 @@ class _Progress(keras.callbacks.Callback):
 
 
 def root_components(config: loader.Config, *, strategy: Optional[tf.distribute.Strategy] = None,
-                    log: Callable[[str], None] = print) -> list:
+                    log: Callable[[str], None] = print,
+                    faults: Optional[mfaults.Injector] = None) -> list:
   """The root as [(ComponentSpec, weights, optimizer slots or None)], ids 'root.<kind>[.i]'.
 
   Random (from `root.seed`) unless `root.pretrain` is set; then pretrained on its task (once per
@@ -60,7 +62,9 @@ def root_components(config: loader.Config, *, strategy: Optional[tf.distribute.S
     return [(spec, weights, None) for spec, weights in mroot.make_root(config)]
   key = root.SerializeToString(deterministic=True)
   if key not in _PRETRAINED:
-    _PRETRAINED[key] = _pretrain(config, strategy, log)
+    faults = faults or mfaults.Injector()
+    with faults.phase_of(mfaults.ROOT_PRETRAINING):
+      _PRETRAINED[key] = _pretrain(config, strategy, log, faults)
   return [(_copy(spec), weights, slots) for spec, weights, slots in _PRETRAINED[key]]
 
 
@@ -104,6 +108,11 @@ def ensure_root(store: mstore.Store, config: loader.Config, *,
   (and no path: paths are written after the root); those are deleted and the whole root is
   written again from one source. So a root whose every component exists came from one run.
   """
+  with store.faults.phase_of(mfaults.ROOT_WRITE):
+    return _ensure_root(store, config, root_from, strategy, log)
+
+
+def _ensure_root(store, config, root_from, strategy, log) -> list[mtsys_pb2.ComponentSpec]:
   ids = mroot.root_ids(config)
   missing = [c for c in ids if not store.has_component(c)]
   if missing and len(missing) < len(ids):
@@ -122,8 +131,8 @@ def ensure_root(store: mstore.Store, config: loader.Config, *,
       specs = [root_from.read_component_spec(c) for c in missing]
       source = [(s, root_from.read_weights(s), root_from.read_optimizer_slots(s)) for s in specs]
     else:
-      source = [c for c in root_components(config, strategy=strategy, log=log)
-                if c[0].id in missing]
+      source = [c for c in root_components(config, strategy=strategy, log=log,
+                                           faults=store.faults) if c[0].id in missing]
     for spec, weights, slots in source:
       store.write_component(spec, weights, slots)  # sets its own file names and checksums
   return [store.read_component_spec(c) for c in ids]
@@ -135,7 +144,18 @@ def _copy(spec: mtsys_pb2.ComponentSpec) -> mtsys_pb2.ComponentSpec:
   return out
 
 
-def _pretrain(config: loader.Config, strategy, log) -> list:
+class _FaultPoints(keras.callbacks.Callback):
+  """Every epoch end of pretraining is a fault point (it writes nothing to the store)."""
+
+  def __init__(self, faults: mfaults.Injector):
+    super().__init__()
+    self._faults = faults
+
+  def on_epoch_end(self, epoch, logs=None):
+    self._faults.point(f"end of pretraining epoch {epoch + 1}")
+
+
+def _pretrain(config: loader.Config, strategy, log, faults: mfaults.Injector) -> list:
   root, pre = config.proto.root, config.proto.root.pretrain
   task = pre.task
   mdata.check_image_size(task.name, root.image_size, config.arch.patch_size)
@@ -156,7 +176,8 @@ def _pretrain(config: loader.Config, strategy, log) -> list:
   result = trainer.train_path(planned, data, hparams, budget, image_size=root.image_size,
                               channels=root.channels, strategy=strategy, seed=int(root.seed),
                               evaluate_test=True,
-                              callbacks=[_Progress(task.name, budget.epochs, log)])
+                              callbacks=[_Progress(task.name, budget.epochs, log),
+                                         _FaultPoints(faults)])
   log(f"[pretrain '{task.name}'] kept epoch {result.best_epoch + 1}: validation "
       f"{result.validation_accuracy:.4f}, test {result.test_accuracy:.4f}, "
       f"{result.train_seconds:.1f}s")
