@@ -275,7 +275,13 @@ class SystemConfig(_message.Message):
     def __init__(self, name: _Optional[str] = ..., root: _Optional[_Union[RootModel, _Mapping]] = ..., search_space: _Optional[_Union[SearchSpace, _Mapping]] = ..., evolution: _Optional[_Union[EvolutionConfig, _Mapping]] = ..., baselines: _Optional[_Union[BaselineConfig, _Mapping]] = ..., distribution: _Optional[_Union[DistributionConfig, _Mapping]] = ..., task: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ...) -> None: ...
 
 class ComponentSpec(_message.Message):
-    __slots__ = ("id", "kind", "config_json", "cloned_from", "trained_on", "access", "param_count", "flops", "weights_file", "weights_sha256", "optimizer_file", "optimizer_sha256", "weight_names", "created_by_task", "created_at_ms")
+    __slots__ = ("id", "kind", "config_json", "cloned_from", "trained_on", "access", "param_count", "flops", "weights_file", "weights_sha256", "optimizer_file", "optimizer_sha256", "weight_names", "created_by_task", "created_at_ms", "optimizer_slots_kind")
+    class OptimizerSlotsKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KERAS_VELOCITY: _ClassVar[ComponentSpec.OptimizerSlotsKind]
+        LR_FREE_TRACE: _ClassVar[ComponentSpec.OptimizerSlotsKind]
+    KERAS_VELOCITY: ComponentSpec.OptimizerSlotsKind
+    LR_FREE_TRACE: ComponentSpec.OptimizerSlotsKind
     class TrainedOnEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -298,6 +304,7 @@ class ComponentSpec(_message.Message):
     WEIGHT_NAMES_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_TASK_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_SLOTS_KIND_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     config_json: str
@@ -313,7 +320,8 @@ class ComponentSpec(_message.Message):
     weight_names: _containers.RepeatedScalarFieldContainer[str]
     created_by_task: str
     created_at_ms: int
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., config_json: _Optional[str] = ..., cloned_from: _Optional[str] = ..., trained_on: _Optional[_Mapping[str, int]] = ..., access: _Optional[_Union[ComponentAccess, _Mapping]] = ..., param_count: _Optional[int] = ..., flops: _Optional[int] = ..., weights_file: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., optimizer_file: _Optional[str] = ..., optimizer_sha256: _Optional[str] = ..., weight_names: _Optional[_Iterable[str]] = ..., created_by_task: _Optional[str] = ..., created_at_ms: _Optional[int] = ...) -> None: ...
+    optimizer_slots_kind: ComponentSpec.OptimizerSlotsKind
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., config_json: _Optional[str] = ..., cloned_from: _Optional[str] = ..., trained_on: _Optional[_Mapping[str, int]] = ..., access: _Optional[_Union[ComponentAccess, _Mapping]] = ..., param_count: _Optional[int] = ..., flops: _Optional[int] = ..., weights_file: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., optimizer_file: _Optional[str] = ..., optimizer_sha256: _Optional[str] = ..., weight_names: _Optional[_Iterable[str]] = ..., created_by_task: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., optimizer_slots_kind: _Optional[_Union[ComponentSpec.OptimizerSlotsKind, str]] = ...) -> None: ...
 
 class ComponentAccess(_message.Message):
     __slots__ = ("public", "tasks", "groups")

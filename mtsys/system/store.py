@@ -6,7 +6,7 @@ Layout and protocol (everything below the system directory):
 |---|---|---|---|---|
 | `system.pb` | SystemState: schema version, config, component sources, removed tasks | atomic replace | renamed into place | old or new file |
 | `components/<id>/weights.npz` | weight arrays in the layer's `weights` order (no pickle) | plain write, once | its manifest exists | a manifest-less dir |
-| `components/<id>/optimizer.npz` | optimizer slots (SGD momentum) aligned with the weights | plain write, once | its manifest exists | a manifest-less dir |
+| `components/<id>/optimizer.npz` | optimizer slots (SGD momentum traces) aligned with the weights | plain write, once | its manifest exists | a manifest-less dir |
 | `components/<id>/MANIFEST.pb` | ComponentSpec with the two files' SHA-256 | atomic replace, LAST | renamed into place | the component whole, or invisible |
 | `paths/<task>.pb` | PathSpec of the task's best path | atomic replace | renamed into place | old or new path |
 | `evolution/state.pb` | EvolutionState: where evolution is, for resuming | atomic replace | renamed into place | old or new state |
@@ -14,11 +14,24 @@ Layout and protocol (everything below the system directory):
 | `baselines/<method>/` | a whole system per baseline method, same layout | as above | as above | as above |
 | `*.tmp-<random>` | a replacement being written | plain write | never | a leftover |
 
-Every .pb is a checksummed record (`mtsys.system.records`, schema 2): a flipped byte, a truncated
-or empty file, or garbage is reported as corrupt, naming the file, never parsed as a different
-valid message; the .npz files are checked against the SHA-256 in their manifest. Schema-1
-systems (bare .pb files) are read as they are and migrated on their first write (every .pb
-rewritten as a record, system.pb last; a kill midway leaves a system schema-1 reading accepts).
+Every .pb is a checksummed record (`mtsys.system.records`, since schema 2): a flipped byte, a
+truncated or empty file, or garbage is reported as corrupt, naming the file, never parsed as a
+different valid message; the .npz files are checked against the SHA-256 in their manifest.
+Schema-1 systems (bare .pb files) are read as they are and migrated on their first write (every
+.pb rewritten as a record, system.pb last; a kill midway leaves a system schema-1 reading
+accepts); schema-2 systems likewise, where the migration only rewrites system.pb.
+
+Optimizer slots. A manifest records what its optimizer.npz holds (`optimizer_slots_kind`, since
+schema 3). Components written since hold LR_FREE_TRACE slots: the learning-rate-free momentum
+trace t <- g + momentum * t of the papers' optax SGD (`mtsys.train.optimizer.TraceSGD`), which a
+cloned component carries into its child as the starting momentum. `write_component` marks every
+component it writes slots for LR_FREE_TRACE: mtsys trains with nothing else, and
+`read_optimizer_slots` hands out nothing else. Components written before (every component of a
+schema-1 or schema-2 system) recorded no kind, which reads as KERAS_VELOCITY: Keras' SGD velocity
+m <- momentum * m - lr * g, the learning rate folded in. Read as a trace it would be wrong by a
+factor of -lr, so `read_optimizer_slots` returns None for them (after checking their checksum)
+and a child cloning one starts from zero momentum, which is about what such a velocity is at the
+end of a cosine schedule, where the learning rate has decayed to about zero.
 
 Primitives (`mtsys.system.fileio`): "atomic replace" is a temporary file `rename(2)`d over the
 target on local filesystems, and one object upload on object stores (gs://, s3://), which make
@@ -39,7 +52,7 @@ deletes `*.tmp-*` files and manifest-less component directories, `sweep_leftover
 | baselines (`train.baselines`) | per task: the components, then the path | skips tasks with a stored path of the same budget; deletes the task's unused components |
 | fork (`admin.fork`) | paths and state, then `system.pb`, which makes the fork exist | discards the unfinished fork (no `system.pb`) and forks again |
 | task removal (`admin.remove_task`) | `removed_tasks` in system.pb first, then state, path, components, config entry last | finishes the removal (`admin.finish_removals`) before anything else |
-| schema migration | every .pb as a record, `system.pb` last | continues the migration |
+| schema migration | from schema 1: every .pb as a record, `system.pb` last; from 2: `system.pb` | continues the migration |
 
 A component exists for readers only once its manifest does, so a crash mid-write leaves nothing
 visible, and components are write-once. Crash tests: `tests/system/test_crash.py` kills real
@@ -76,8 +89,13 @@ from mtsys.system import records
 
 # Bump when the layout or the meaning of saved fields changes incompatibly.
 # 1: bare .pb messages. 2: every .pb is a checksummed record (mtsys.system.records).
-SCHEMA_VERSION = 2
+# 3: components record the meaning of their optimizer slots (ComponentSpec.optimizer_slots_kind);
+#    optimizer.npz holds learning-rate-free momentum traces.
+SCHEMA_VERSION = 3
+# The oldest schema still read; systems of every schema from it on are migrated on first write.
 _LEGACY_SCHEMA = 1
+# The first schema whose .pb files are checksummed records.
+_FRAMED_SCHEMA = 2
 
 _SYSTEM = "system.pb"
 _MANIFEST = "MANIFEST.pb"
@@ -132,8 +150,8 @@ class Store:
     self.faults = faults or mfaults.Injector()
     # Component sources of a fork, read lazily from system.pb (None: not read yet).
     self._sources: Optional[list[str]] = None
-    # System directory -> True when it is a schema-1 system (bare .pb files), by its system.pb.
-    self._legacy: dict[str, bool] = {}
+    # System directory -> the schema version its system.pb states.
+    self._schemas: dict[str, int] = {}
 
   # ------------------------------------------------------------------ system
   @classmethod
@@ -155,7 +173,7 @@ class Store:
       store.read_state()  # Raises on an incompatible or corrupt system.
       return store
     tf.io.gfile.makedirs(store.root)
-    store._legacy[store.root] = False
+    store._schemas[store.root] = SCHEMA_VERSION
     if paths:
       tf.io.gfile.makedirs(_join(store.root, "paths"))
     for path in paths:  # the components are checked by the caller (they live in the sources)
@@ -218,35 +236,51 @@ class Store:
     return state
 
   def _read_system_file(self, root: str) -> mtsys_pb2.SystemState:
-    """A system directory's system.pb, schema checked; notes whether the system is schema 1."""
+    """A system directory's system.pb, schema checked; notes the system's schema version."""
     path = _join(root, _SYSTEM)
     data = self._read(path)
     state = records.parse(data, path, mtsys_pb2.SystemState(), legacy_ok=True)
     framed = records.is_framed(data)
-    if state.schema_version not in (SCHEMA_VERSION, _LEGACY_SCHEMA):
+    if not _LEGACY_SCHEMA <= state.schema_version <= SCHEMA_VERSION:
       raise IncompatibleSchemaError(
           f"The system at {root} was written with schema version {state.schema_version}; "
-          f"this mtsys reads versions {_LEGACY_SCHEMA} and {SCHEMA_VERSION}. Use a matching "
+          f"this mtsys reads versions {_LEGACY_SCHEMA} to {SCHEMA_VERSION}. Use a matching "
           "mtsys release.")
-    if framed != (state.schema_version == SCHEMA_VERSION):
+    if framed != (state.schema_version >= _FRAMED_SCHEMA):
       raise CorruptFileError(f"{path} says schema version {state.schema_version} but is "
                              f"{'' if framed else 'not '}a checksummed record: it is corrupt.")
-    self._legacy[root] = not framed
+    self._schemas[root] = state.schema_version
     return state
 
-  def _is_legacy(self, root: str) -> bool:
-    if root not in self._legacy:
+  def _schema(self, root: str) -> int:
+    if root not in self._schemas:
       self._read_system_file(root)
-    return self._legacy[root]
+    return self._schemas[root]
+
+  def _is_legacy(self, root: str) -> bool:
+    """True for a schema-1 system (bare .pb files)."""
+    return self._schema(root) < _FRAMED_SCHEMA
 
   def _migrate(self) -> None:
-    """Rewrites a schema-1 system's .pb files as checksummed records, system.pb last.
+    """Brings an older system to SCHEMA_VERSION, system.pb last.
 
-    Runs before the first write to a schema-1 system. A kill midway leaves system.pb at schema 1
-    and files of both kinds, which schema-1 reading accepts; the next write finishes the job.
+    Runs before the first write to an older system. Schema 1 -> 2: every .pb file is rewritten
+    as a checksummed record. A kill midway leaves system.pb at schema 1 and files of both kinds,
+    which schema-1 reading accepts; the next write finishes the job. Schema 2 -> 3: nothing but
+    system.pb's version (components written before record no optimizer slots kind, which reads
+    as KERAS_VELOCITY, what they hold).
     """
-    if not self._is_legacy(self.root):
+    if self._schema(self.root) == SCHEMA_VERSION:
       return
+    if self._is_legacy(self.root):
+      self._frame_pb_files()
+    state = self._read_system_file(self.root)
+    state.schema_version = SCHEMA_VERSION
+    self._write_atomic(self._system_file, records.frame(state.SerializeToString()))
+    self._schemas[self.root] = SCHEMA_VERSION
+
+  def _frame_pb_files(self) -> None:
+    """Rewrites every .pb file of a schema-1 system except system.pb as a checksummed record."""
     files = [_join(self._component_dir(c), _MANIFEST) for c in self._own_component_ids(self.root)]
     files += [_join(self.root, "paths", e) for e in
               (tf.io.gfile.listdir(_join(self.root, "paths"))
@@ -257,10 +291,6 @@ class Store:
     for path in files:
       message = kinds.get(path.rsplit("/", 1)[-1], mtsys_pb2.PathSpec)()
       self._write_atomic(path, records.frame(self._parse(path, message).SerializeToString()))
-    state = self._read_system_file(self.root)
-    state.schema_version = SCHEMA_VERSION
-    self._write_atomic(self._system_file, records.frame(state.SerializeToString()))
-    self._legacy[self.root] = False
 
   def write_config(self, config: mtsys_pb2.SystemConfig,
                    removed_tasks: Optional[Iterable[str]] = None) -> None:
@@ -327,6 +357,12 @@ class Store:
                       ) -> mtsys_pb2.ComponentSpec:
     """Writes a new component; returns its spec with file names and checksums filled in.
 
+    Args:
+      spec: the component's spec; its file fields and `optimizer_slots_kind` are set here.
+      weights: the layer's weight arrays, in its `weights` order.
+      optimizer_slots: the momentum traces aligned with `weights` (`TrainResult.optimizer_slots`,
+        `read_optimizer_slots`), recorded as LR_FREE_TRACE; None for none.
+
     Raises:
       FileExistsError: a component with this id is already in the store (write-once).
       ValueError: optimizer slots that do not match the weights' shapes.
@@ -350,10 +386,12 @@ class Store:
     out.weights_file, out.weights_sha256 = _WEIGHTS, _sha256(data)
     out.ClearField("optimizer_file")
     out.ClearField("optimizer_sha256")
+    out.ClearField("optimizer_slots_kind")
     if optimizer_slots is not None:
       data = _npz_bytes(optimizer_slots, "m")
       self._write_plain(_join(cdir, _OPTIMIZER), data)
       out.optimizer_file, out.optimizer_sha256 = _OPTIMIZER, _sha256(data)
+      out.optimizer_slots_kind = mtsys_pb2.ComponentSpec.LR_FREE_TRACE
     # The manifest makes the component visible: it must be the last write.
     self._write_pb(_join(cdir, _MANIFEST), out)
     return out
@@ -379,10 +417,19 @@ class Store:
     return self._read_checked(spec.id, spec.weights_file, spec.weights_sha256)
 
   def read_optimizer_slots(self, spec: mtsys_pb2.ComponentSpec) -> Optional[list[np.ndarray]]:
-    """The component's optimizer slots, checksum-verified; None if it was saved without."""
+    """The component's momentum traces, checksum-verified; None if it was saved without.
+
+    Also None for a component written before schema 3, whose slots are Keras' SGD velocity
+    (KERAS_VELOCITY, learning rate folded in), not a trace: its file is still checked (a corrupt
+    one raises), but a child cloning it starts from zero momentum, which is about what that
+    velocity is at the end of a cosine schedule (see the module docstring).
+    """
     if not spec.optimizer_file:
       return None
-    return self._read_checked(spec.id, spec.optimizer_file, spec.optimizer_sha256)
+    slots = self._read_checked(spec.id, spec.optimizer_file, spec.optimizer_sha256)
+    if spec.optimizer_slots_kind != mtsys_pb2.ComponentSpec.LR_FREE_TRACE:
+      return None
+    return slots
 
   def _read_checked(self, component_id: str, file_name: str, sha: str) -> list[np.ndarray]:
     root = self.component_root(component_id) or self.root  # missing: name the own file

@@ -122,6 +122,8 @@ def run(config: loader.Config, output_dir: str, *, methods: Optional[Sequence[st
       results.extend(_run_method(method, directories[method], config, task_specs, task_data,
                                  budget, hparams, seed, strategy, verbose, log, root_from,
                                  faults))
+    if root_from is None:  # the first method made the root: the others copy it
+      root_from = mstore.Store.open(directories[method])
   return results
 
 

@@ -8,9 +8,10 @@ best epoch kept) and the trained root (weights and momentum) becomes the system'
 components. Every component records the pretraining steps under the pretraining task's name, so
 knowledge accounting shows how much of a path's training came from pretraining.
 
-The result depends only on the root config, so it is computed once per process: an evolution
-and its baselines (`bin/evolve.py --with_baselines`, `benchmarks/quality.py`) share one
-pretrained root.
+Pretraining is not deterministic, so code that wants several systems to share one pretrained root
+copies it from the first system that holds it (`ensure_root(..., root_from=...)`: an evolution's
+baselines, the methods of `baselines.run`, the runs of `benchmarks/quality.py`) instead of
+pretraining again; nothing is memoised in the process.
 """
 
 from __future__ import annotations
@@ -32,10 +33,6 @@ from mtsys.system import root as mroot
 from mtsys.system import store as mstore
 from mtsys.train import trainer
 
-# (serialised RootModel) -> [(spec, weights, optimizer slots)], computed once per process.
-_PRETRAINED: dict = {}
-
-
 class _Progress(keras.callbacks.Callback):
 
   def __init__(self, name: str, epochs: int, log: Callable[[str], None]):
@@ -54,18 +51,15 @@ def root_components(config: loader.Config, *, strategy: Optional[tf.distribute.S
                     faults: Optional[mfaults.Injector] = None) -> list:
   """The root as [(ComponentSpec, weights, optimizer slots or None)], ids 'root.<kind>[.i]'.
 
-  Random (from `root.seed`) unless `root.pretrain` is set; then pretrained on its task (once per
-  process and root config).
+  Random (from `root.seed`) unless `root.pretrain` is set; then pretrained on its task (each call
+  trains anew: see the module doc for sharing one pretrained root).
   """
   root = config.proto.root
   if not root.HasField("pretrain"):
     return [(spec, weights, None) for spec, weights in mroot.make_root(config)]
-  key = root.SerializeToString(deterministic=True)
-  if key not in _PRETRAINED:
-    faults = faults or mfaults.Injector()
-    with faults.phase_of(mfaults.ROOT_PRETRAINING):
-      _PRETRAINED[key] = _pretrain(config, strategy, log, faults)
-  return [(_copy(spec), weights, slots) for spec, weights, slots in _PRETRAINED[key]]
+  faults = faults or mfaults.Injector()
+  with faults.phase_of(mfaults.ROOT_PRETRAINING):
+    return _pretrain(config, strategy, log, faults)
 
 
 def check_root_source(config: loader.Config,
@@ -136,12 +130,6 @@ def _ensure_root(store, config, root_from, strategy, log) -> list[mtsys_pb2.Comp
     for spec, weights, slots in source:
       store.write_component(spec, weights, slots)  # sets its own file names and checksums
   return [store.read_component_spec(c) for c in ids]
-
-
-def _copy(spec: mtsys_pb2.ComponentSpec) -> mtsys_pb2.ComponentSpec:
-  out = mtsys_pb2.ComponentSpec()
-  out.CopyFrom(spec)
-  return out
 
 
 class _FaultPoints(keras.callbacks.Callback):

@@ -39,6 +39,7 @@ def test_component_round_trip(root):
   again = mstore.Store.open(root)
   read = again.read_component_spec("c1")
   assert read == spec and read.trained_on["a"] == 7 and len(read.weights_sha256) == 64
+  assert read.optimizer_slots_kind == mtsys_pb2.ComponentSpec.LR_FREE_TRACE
   for a, b in zip(again.read_weights(read), weights):
     np.testing.assert_array_equal(a, b)
   for a, b in zip(again.read_optimizer_slots(read), opt):
@@ -49,6 +50,24 @@ def test_component_without_optimizer_slots(root):
   store = _store(root)
   spec, _, _ = _component(store, slots=False)
   assert store.read_optimizer_slots(spec) is None
+  assert not spec.optimizer_file
+  assert spec.optimizer_slots_kind == mtsys_pb2.ComponentSpec.KERAS_VELOCITY  # i.e. unset
+
+
+def test_the_store_sets_the_slots_kind_whatever_the_spec_says(root):
+  """Slots handed to the store are traces (the trainer's, or read back by the store, which
+  hands out nothing else); a spec copied from a legacy component does not make them legacy."""
+  store = _store(root)
+  weights = [np.ones(3, np.float32)]
+  legacy = mtsys_pb2.ComponentSpec(id="a", kind="head")  # KERAS_VELOCITY
+  written = store.write_component(legacy, weights, [np.full(3, 0.5, np.float32)])
+  assert written.optimizer_slots_kind == mtsys_pb2.ComponentSpec.LR_FREE_TRACE
+  np.testing.assert_array_equal(store.read_optimizer_slots(written)[0], 0.5)
+  traced = mtsys_pb2.ComponentSpec(id="b", kind="head",
+                                   optimizer_slots_kind=mtsys_pb2.ComponentSpec.LR_FREE_TRACE)
+  written = store.write_component(traced, weights)  # no slots: no kind either
+  assert written.optimizer_slots_kind == mtsys_pb2.ComponentSpec.KERAS_VELOCITY
+  assert not written.optimizer_file and store.read_optimizer_slots(written) is None
 
 
 def test_components_are_write_once(root):
@@ -133,8 +152,8 @@ def test_incompatible_schema_version(root):
   tf.io.gfile.remove(f"{root}/system.pb")  # ram:// does not truncate on "wb"
   with tf.io.gfile.GFile(f"{root}/system.pb", "wb") as f:
     f.write(records.frame(state.SerializeToString()))
-  with pytest.raises(mstore.IncompatibleSchemaError, match="schema version 3; this mtsys reads "
-                                                           "versions 1 and 2"):
+  with pytest.raises(mstore.IncompatibleSchemaError, match="schema version 4; this mtsys reads "
+                                                           "versions 1 to 3"):
     mstore.Store.open(root)
   with pytest.raises(mstore.IncompatibleSchemaError):
     mstore.Store.create(root, mtsys_pb2.SystemConfig())

@@ -1,5 +1,6 @@
-"""Training one path: it learns, keeps the best epoch, restores cloned optimizer state, follows
-the path's schedule, and runs the same under a mirrored strategy over 2 logical CPUs."""
+"""Training one path: it learns, keeps the best epoch, stores learning-rate-free momentum traces
+as its optimizer slots and continues the cloned ones, and runs the same under a mirrored strategy
+over 2 logical CPUs."""
 
 import keras
 import numpy as np
@@ -12,6 +13,8 @@ from mtsys.config import loader
 from mtsys.system import assembly
 from mtsys.system import paths as mpaths
 from mtsys.system import root as mroot
+from mtsys.train import model_cache
+from mtsys.train import optimizer as moptimizer
 from mtsys.train import strategy as mstrategy
 from mtsys.train import trainer
 
@@ -45,6 +48,7 @@ def _plan(config, trainable_kinds=("head",), slots=None):
 
 
 _HP = {"learning_rate": 0.1, "crop": False, "flip": False}
+_HEAD_SHAPES = [(64,), (64,), (64, 3), (3,)]  # LayerNorm scale and bias, Dense kernel and bias
 
 
 def test_path_learns_and_keeps_best_epoch(task_npz):
@@ -73,20 +77,19 @@ def test_path_learns_and_keeps_best_epoch(task_npz):
 
 def test_cloned_optimizer_state_is_restored(task_npz):
   config = _config(task_npz)
-  head_shapes = [(64,), (64,), (64, 3), (3,)]
-  slots = [np.full(s, 0.25, np.float32) for s in head_shapes]
+  slots = [np.full(s, 0.25, np.float32) for s in _HEAD_SHAPES]
   planned = _plan(config, slots=slots)
   seen = {}
 
   class Peek(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
-      seen["momentums"] = [np.array(m) for m in self.model.optimizer.momentums]
+      seen["traces"] = [np.array(m) for m in self.model.optimizer.traces]
 
   task_data = mdata.load_task(config.task("thirds"))
   trainer.train_path(planned, task_data, _HP, trainer.Budget(1, 1, 16), image_size=8, channels=1,
                      callbacks=[Peek()])
-  assert [m.shape for m in seen["momentums"]] == head_shapes
-  for m in seen["momentums"]:
+  assert [m.shape for m in seen["traces"]] == _HEAD_SHAPES
+  for m in seen["traces"]:
     np.testing.assert_array_equal(m, 0.25)
 
 
@@ -141,13 +144,74 @@ def test_epoch_is_capped_at_max_batches():
   assert budget.steps_per_epoch(100000) == 100
 
 
-def test_optimizer_follows_hparams():
-  opt = trainer.make_optimizer({"learning_rate": 0.1, "warmup_ratio": 0.1, "momentum": 0.8,
-                                "nesterov": True}, total_steps=100)
-  schedule = opt._learning_rate  # the schedule object, not a value
-  lr = [float(schedule(s)) for s in (0, 5, 10, 55, 100)]
-  assert lr[0] == 0.0 and lr[1] == pytest.approx(0.05) and lr[2] == pytest.approx(0.1)
-  assert 0 < lr[3] < 0.1 and lr[4] == pytest.approx(0.0, abs=1e-6)
-  assert opt.momentum == 0.8 and opt.nesterov and opt.global_clipnorm == 1.0
-  with pytest.raises(ValueError, match="lr_schedule.*Received: lr_schedule='linear'"):
-    trainer.make_optimizer({"lr_schedule": "linear"}, 10)
+def test_public_names_stay_importable_from_trainer():
+  assert trainer.ModelCache is model_cache.ModelCache
+  assert trainer.make_optimizer is moptimizer.make_optimizer
+  assert trainer.TraceSGD is moptimizer.TraceSGD
+  assert callable(trainer.resolve_jit_compile) and callable(trainer.train_path)
+
+
+def _global_norm(arrays):
+  return float(np.sqrt(sum(np.sum(np.square(a, dtype=np.float64)) for a in arrays)))
+
+
+def test_stored_slots_are_the_learning_rate_free_trace(task_npz):
+  """What a child hands on (optimizer.npz) is optax's trace t <- g + momentum * t, which the
+  last step used as w <- w - lr * t: at the end of a cosine schedule lr is about 0 while the
+  trace is not (Keras' velocity, -lr * t, would be about 0 there)."""
+  config = _config(task_npz)
+  planned = _plan(config)  # only the head trains
+  task_data = mdata.load_task(config.task("thirds"))
+  momentum = 0.9
+  hparams = {**_HP, "momentum": momentum, "lr_schedule": "cosine", "warmup_ratio": 0.1}
+  budget = trainer.Budget(epochs=1, max_batches_per_epoch=12, batch_size=16)
+  seen = {}
+
+  class Peek(keras.callbacks.Callback):
+    def on_train_batch_begin(self, batch, logs=None):
+      if batch == 11:  # before the last step
+        opt = self.model.optimizer
+        seen["lr"] = float(opt.schedule(opt.iterations))
+        seen["weights"] = [np.array(v) for v in self.model.trainable_variables]
+        seen["traces"] = [np.array(opt.trace(v)) for v in self.model.trainable_variables]
+
+  result = trainer.train_path(planned, task_data, hparams, budget, image_size=8, channels=1,
+                              callbacks=[Peek()])
+  assert result.total_steps == 12 and result.best_epoch == 0  # the kept state is the last one
+  (head_id,) = result.optimizer_slots
+  slots, weights = result.optimizer_slots[head_id], result.weights[head_id]
+  assert [s.shape for s in slots] == [w.shape for w in seen["weights"]] == _HEAD_SHAPES
+  assert 0 < seen["lr"] < 0.05 * _HP["learning_rate"]  # the end of the cosine
+  assert _global_norm(slots) > 0.5  # far from zero
+  for before, after, trace in zip(seen["weights"], weights, slots):
+    # The last step moved the weights by -lr * (stored trace).
+    np.testing.assert_allclose(before - after, seen["lr"] * trace, rtol=1e-3, atol=1e-7)
+  # trace - momentum * previous trace is the last step's gradient, clipped to norm <= 1.
+  gradient = [t - momentum * p for t, p in zip(slots, seen["traces"])]
+  assert 0.01 < _global_norm(gradient) <= 1.0 + 1e-5
+
+
+def test_carried_slots_continue_the_trace(task_npz):
+  """A child starting from cloned slots c takes the step t = g + momentum * c (optax's trace),
+  i.e. the same step as from zero momentum, g, plus momentum * c."""
+  config = _config(task_npz)
+  task_data = mdata.load_task(config.task("thirds"))
+  momentum, lr = 0.8, _HP["learning_rate"]
+  hparams = {**_HP, "momentum": momentum, "lr_schedule": "constant", "warmup_ratio": 0.0}
+  rng = np.random.default_rng(7)
+  carried = [rng.standard_normal(s).astype(np.float32) * 0.1 for s in _HEAD_SHAPES]
+  one_step = trainer.Budget(epochs=1, max_batches_per_epoch=1, batch_size=16)
+  planned = _plan(config)
+  head = planned[-1]
+  results = []
+  for slots in (carried, None):  # same weights, same batch, hence the same gradient g
+    planned[-1] = assembly.PlannedComponent(head.spec, head.weights, slots, trainable=True)
+    results.append(trainer.train_path(planned, task_data, hparams, one_step, image_size=8,
+                                      channels=1))
+  (head_id,) = results[0].optimizer_slots
+  with_slots, without = (r.optimizer_slots[head_id] for r in results)
+  w_with, w_without = (r.weights[head_id] for r in results)
+  assert _global_norm(without) > 0  # g
+  for t, g, c, a, b in zip(with_slots, without, carried, w_with, w_without):
+    np.testing.assert_allclose(t - g, momentum * c, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b - a, lr * momentum * c, rtol=1e-4, atol=1e-6)

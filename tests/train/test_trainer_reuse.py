@@ -1,12 +1,12 @@
 """Reusing compiled path models across `train_path` calls (`trainer.ModelCache`), and the
 trainer's other fixed-cost savings.
 
-A reused model must train exactly like a freshly built one: same weights, momentum, history and
-test accuracy, bit for bit, whatever the previous path left in it; frozen components stay
-untouched; paths whose structure differs get their own model. The variable-backed optimizer and
-schedules must match Keras' own SGD and schedules; validation from the frozen prefix's outputs
-must match Keras' evaluate of the whole model; a OneDeviceStrategy must train like the default
-strategy, on its device.
+A reused model must train exactly like a freshly built one: same weights, momentum traces,
+history and test accuracy, bit for bit, whatever the previous path left in it; frozen components
+stay untouched; paths whose structure differs get their own model (`mtsys.train.model_cache`).
+Validation from the frozen prefix's outputs must match Keras' evaluate of the whole model
+(`mtsys.train.fast_eval`); a OneDeviceStrategy must train like the default strategy, on its
+device. The variable-backed optimizer and schedules: tests/train/test_optimizer.py.
 """
 
 import json
@@ -230,53 +230,6 @@ def test_validation_matches_keras_evaluate_of_the_whole_model(config, task_data)
     assert metrics["accuracy"] == got
     if split == "validation":
       assert result.history[0]["val_loss"] == pytest.approx(metrics["loss"], rel=1e-5)
-
-
-def test_path_sgd_matches_keras_sgd():
-  """The variable-momentum SGD makes exactly Keras SGD's updates (momentum 0 included)."""
-  rng = np.random.default_rng(0)
-  grads = [rng.standard_normal((4, 3)).astype(np.float32) for _ in range(5)]
-  for momentum, nesterov in ((0.9, False), (0.8, True), (0.0, False), (0.0, True)):
-    ours = trainer.make_optimizer({"learning_rate": 0.1, "momentum": momentum,
-                                   "nesterov": nesterov, "lr_schedule": "constant",
-                                   "warmup_ratio": 0.01}, total_steps=10)
-    ref = keras.optimizers.SGD(learning_rate=0.1, momentum=momentum, nesterov=nesterov,
-                               global_clipnorm=1.0)
-    v1 = keras.Variable(np.ones((4, 3), np.float32))
-    v2 = keras.Variable(np.ones((4, 3), np.float32))
-    ours.build([v1])
-    ref.build([v2])
-    # Constant schedule after a 0-step warm-up: 0.1 throughout, like the plain rate.
-    for g in grads:
-      tf.function(lambda: ours.apply_gradients([(tf.constant(g), v1)]))()
-      tf.function(lambda: ref.apply_gradients([(tf.constant(g), v2)]))()
-    assert np.asarray(v1).tobytes() == np.asarray(v2).tobytes(), (momentum, nesterov)
-
-
-@pytest.mark.parametrize("schedule", ["cosine", "constant", "restarts"])
-def test_schedules_follow_keras(schedule):
-  total, lr, ratio = 37, 0.05, 0.2
-  warmup = int(round(ratio * total))
-  if schedule == "restarts":
-    ref = keras.optimizers.schedules.CosineDecayRestarts(lr, total // 4)
-  else:
-    ref = keras.optimizers.schedules.CosineDecay(
-        0.0, total - warmup, alpha=1.0 if schedule == "constant" else 0.0, warmup_target=lr,
-        warmup_steps=warmup)
-  ours = trainer.make_optimizer({"learning_rate": lr, "warmup_ratio": ratio,
-                                 "lr_schedule": schedule}, total)._learning_rate
-  got = np.array([float(ours(s)) for s in range(total + 2)])
-  want = np.array([float(ref(s)) for s in range(total + 2)])
-  np.testing.assert_array_equal(got, want)  # eagerly, the same operations
-  # New values reach an already traced function (no retracing needed).
-  step = tf.Variable(0, dtype=tf.int64)
-  read = tf.function(lambda: ours(step))
-  read()
-  trainer._set_schedule(ours, trainer._optimizer_settings(
-      {"learning_rate": 0.2, "warmup_ratio": 0.0, "lr_schedule": schedule}, 12))
-  step.assign(0)
-  assert float(read()) == pytest.approx(0.2)  # step 0 without warm-up: the new peak
-  assert read.experimental_get_tracing_count() == 1
 
 
 def test_jit_auto_is_on_only_with_an_accelerator(monkeypatch):
