@@ -98,12 +98,16 @@ def _mean_std(values):
   return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def run_evolution(config, directory: str, tasks, task_data, log) -> dict:
-  """One evolution run; returns per-task test accuracy, params per task, compute, timing."""
+def run_evolution(config, directory: str, tasks, task_data, log, root_from=None) -> dict:
+  """One evolution run; returns per-task test accuracy, params per task, compute, timing.
+
+  `root_from`: a system whose root to copy (runs of one seed share one pretrained root)."""
   from mtsys.evolution import accounting
   from mtsys.evolution import loop
   from mtsys.system import store as mstore
+  from mtsys.train import pretrain
   store = mstore.Store.create(directory, config.proto)
+  pretrain.ensure_root(store, config, root_from=root_from, log=log)
   evolver = loop.Evolver(config, store, log=log, task_data=task_data)
   start = time.perf_counter()
   state = evolver.run(tasks=tasks)
@@ -121,10 +125,11 @@ def run_evolution(config, directory: str, tasks, task_data, log) -> dict:
   }
 
 
-def run_baselines(config, directory: str, tasks, methods, log) -> dict:
+def run_baselines(config, directory: str, tasks, methods, log, root_from=None) -> dict:
   """method -> per-task test accuracy, params per task and compute, for one seed."""
   from mtsys.train import baselines
-  rows = baselines.run(config, directory, methods=methods, tasks=tasks, log=log)
+  rows = baselines.run(config, directory, methods=methods, tasks=tasks, log=log,
+                       root_from=root_from)
   out = {}
   for r in rows:
     m = out.setdefault(r.method, {"test": {}, "params_per_task": 0.0,
@@ -188,6 +193,7 @@ def main(argv):
   del argv
   import numpy as np
   from mtsys.config import loader
+  from mtsys.system import store as mstore
   config = loader.load(FLAGS.config)
   if FLAGS.quick:
     config = _quick(config)
@@ -211,6 +217,7 @@ def main(argv):
   work = FLAGS.work_dir or tempfile.mkdtemp(prefix="mtsys-quality-")
   log = lambda msg: print(f"    {msg}", flush=True)
   runs: dict = {}
+  root_source = None
   start = time.perf_counter()
   try:
     for i in range(seeds):
@@ -219,8 +226,10 @@ def main(argv):
         print(f"[seed {i + 1}/{seeds}] evolution, scale factor {sf:g} "
               f"(evolution.seed={cfg.proto.evolution.seed})", flush=True)
         keras.backend.clear_session()
-        r = run_evolution(cfg, os.path.join(work, f"seed{i}", f"evolution-sf{sf:g}"), tasks,
-                          task_data, log)
+        directory = os.path.join(work, f"seed{i}", f"evolution-sf{sf:g}")
+        # Every run starts from the first run's (pretrained) root: seeds vary the evolution.
+        r = run_evolution(cfg, directory, tasks, task_data, log, root_from=root_source)
+        root_source = root_source or mstore.Store.open(directory)
         print(f"  average test accuracy {np.mean(list(r['test'].values())):.4f}, "
               f"{r['params_per_task']:,.0f} params/task, {r['train_steps']:,} steps, "
               f"{r['wall_seconds']:.0f}s, bookkeeping {100 * r['bookkeeping_share']:.1f}%",
@@ -231,7 +240,7 @@ def main(argv):
             flush=True)
       keras.backend.clear_session()
       for m, r in run_baselines(cfg, os.path.join(work, f"seed{i}", "baselines"), tasks,
-                                methods, lambda msg: None).items():
+                                methods, lambda msg: None, root_from=root_source).items():
         print(f"  {m}: average test accuracy {np.mean(list(r['test'].values())):.4f}, "
               f"{r['params_per_task']:,.0f} params/task, {r['train_steps']:,} steps, "
               f"{r['train_seconds']:.0f}s", flush=True)

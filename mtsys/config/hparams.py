@@ -72,12 +72,15 @@ _MU2NET = (
 
 # muNet section 3: no µ list (µ fixed at 0.2 by the config), an lr schedule choice, momentum from 0.7.
 _MUNET_OVERRIDES = (
+    # muNet fixes µ at 0.1 (section 2.2); µ2Net made it a hyperparameter.
+    _num("mutation_prob", [0.1], 0.1, "mutation probability µ (fixed in muNet)"),
     HParam("lr_schedule", CHOICE, ("constant", "cosine", "restarts"), "cosine",
            "learning-rate schedule"),
     _num("momentum", [0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99], 0.9, "SGD momentum"),
 )
 
-KNOWN = {p.name: p for p in _MU2NET + _MUNET_OVERRIDES}
+KNOWN = {p.name: p for p in _MUNET_OVERRIDES}
+KNOWN.update({p.name: p for p in _MU2NET})  # µ2Net's definition where both have one
 KNOWN["image_size"] = HParam("image_size", NUMBER, (), 0.0,
                              "input resolution; a multiple of the root's patch size")
 

@@ -247,8 +247,8 @@ def _validate_search_space(proto, arch, fail) -> dict:
   for i, spec in enumerate(proto.search_space.param):
     field = f"search_space.param[{i}]"
     known = hp.KNOWN.get(spec.name)
-    if known is None or spec.name == "image_size":
-      fail(f"{field}.name", f"one of {sorted(set(hp.KNOWN) - {'image_size'})}", spec.name)
+    if known is None:
+      fail(f"{field}.name", f"one of {sorted(hp.KNOWN)}", spec.name)
     values = [_value_of(v) for v in spec.values]
     if not values:
       fail(f"{field}.values", f"a non-empty list of values for '{spec.name}'", [])
@@ -259,16 +259,21 @@ def _validate_search_space(proto, arch, fail) -> dict:
       fail(f"{field}.values", f"values of '{spec.name}' sorted ascending without repeats", values)
     if len(set(values)) != len(values):
       fail(f"{field}.values", f"values of '{spec.name}' without repeats", values)
+    if spec.name == "image_size" and any(v <= 0 or v % arch.patch_size for v in values):
+      fail(f"{field}.values", f"positive multiples of the patch size {arch.patch_size}", values)
     default = _value_of(spec.default_value)
+    if default is None and spec.name == "image_size":
+      default = float(proto.root.image_size)
     if default is None:
       default = known.default if known.default in values else None
     if default not in values:
       fail(f"{field}.default_value", f"one of {values}", default)
     space[spec.name] = hp.HParam(spec.name, known.kind, tuple(values), default, known.doc)
   root = proto.root
-  space["image_size"] = hp.HParam(
-      "image_size", hp.NUMBER, hp.image_size_values(arch.patch_size, root.image_size),
-      float(root.image_size), hp.KNOWN["image_size"].doc)
+  if "image_size" not in space:  # default: one patch to twice the root's size
+    space["image_size"] = hp.HParam(
+        "image_size", hp.NUMBER, hp.image_size_values(arch.patch_size, root.image_size),
+        float(root.image_size), hp.KNOWN["image_size"].doc)
   return space
 
 

@@ -35,6 +35,7 @@ from mtsys.evolution import scoring
 from mtsys.protos import mtsys_pb2
 from mtsys.system import assembly
 from mtsys.system import compat
+from mtsys.system import component_source
 from mtsys.system import paths as mpaths
 from mtsys.system import root as mroot
 from mtsys.system import store as mstore
@@ -148,7 +149,7 @@ class Evolver:
     self.space = dict(config.search_space)
     if self.ev.mutation_probability == _EV.PER_ACTION:
       self.space = mutations.per_action_space(self.space)
-    self.source = mutations.ComponentSource(store)
+    self.source = component_source.ComponentSource(store)
     self.timing = Timing()
     self._task_data: dict[str, mdata.TaskData] = dict(task_data or {})
     # Children of a generation mostly share their structure with earlier children: reusing their
@@ -156,10 +157,25 @@ class Evolver:
     # small. The cache keys models by strategy object, so the per-device strategies are kept too.
     self.cache = trainer.ModelCache(max_models=max(4, 2 * len(self.devices)))
     self._device_strategies = [tf.distribute.OneDeviceStrategy(d) for d in self.devices]
-    root = pretrain.ensure_root(store, config, strategy=self.strategy, log=self.log)
-    self.root_ids = [spec.id for spec in root]
+    self.root_ids = mroot.root_ids(config)
+    missing = [c for c in self.root_ids if not store.has_component(c)]
+    if missing:
+      raise errors.MissingComponentError(
+          f"The system at {store.root} has no complete root (missing {missing}): make it first "
+          "with mtsys.train.pretrain.ensure_root (or use Evolver.with_root).")
+    root = [store.read_component_spec(c) for c in self.root_ids]
     self.root_params = sum(spec.param_count for spec in root)
     self.root_flops = max(1, sum(spec.flops for spec in root))
+    # (component ids, image size) -> FLOPs of the path there.
+    self._flops: dict = {}
+
+  @classmethod
+  def with_root(cls, config: loader.Config, store: mstore.Store, **kwargs) -> "Evolver":
+    """Makes the system's root if it lacks one (`pretrain.ensure_root`: pretrained when the
+    config says so), then an Evolver over it."""
+    pretrain.ensure_root(store, config, strategy=kwargs.get("strategy"),
+                         log=kwargs.get("log", print))
+    return cls(config, store, **kwargs)
 
   # ------------------------------------------------------------------ set-up
   def task_data(self, name: str) -> "mdata.TaskData":
@@ -201,7 +217,7 @@ class Evolver:
       if not pending:
         break
       low = min(state.iterations_done[n] for n in pending)
-      mstore.reset_active_phase(state, next(n for n in pending if state.iterations_done[n] == low))
+      self._reset_phase(state, next(n for n in pending if state.iterations_done[n] == low))
       current = self.store.read_path(state.task)
       if current is not None:
         state.population.append(current)
@@ -238,21 +254,34 @@ class Evolver:
     task_index = [t.name for t in self.config.tasks].index(task.name)
     rng = np.random.default_rng([int(self.ev.seed), iteration, task_index, gen])
     system = self.store.paths()
-    users = scoring.users_by_component(system)
+    users = self._users(system, task.name)
+    locked = self._locked(system, task.name)
     others = [p for t, p in sorted(system.items())
               if t != task.name and self._allowed(p, task)] + [self._root_path()]
-    population = list(state.population)
+    # Scores follow the current sharing: recomputed for every comparison, never cached.
+    population = [self._rescored(p, task.name, users) for p in state.population]
+    munet = self.ev.parent_sampling == _EV.MUNET
+    if munet:
+      current = system.get(task.name)
+      seeds = [p for p in population
+               if p.task != task.name or (current is not None and p.id == current.id)]
+      active = [p for p in population if p.task == task.name]
+      usable = [p for t, p in sorted(system.items()) if self._allowed(p, task)]
+      usable.append(self._root_path())
 
     children = []
     for _ in range(self.ev.children_per_generation):
-      if self.ev.parent_sampling == _EV.MUNET:
-        parent = sampling.sample_munet(population, state.selections, rng)
+      counts = self._counts(state, task.name)
+      if munet:
+        parent, seed = sampling.sample_munet(seeds, active, usable, counts, rng)
       else:
-        parent = sampling.sample_mu2net(population, others, state.selections, rng)
-      state.selections[parent.id] = state.selections[parent.id] + 1
+        parent, seed = sampling.sample_mu2net(population, others, counts, rng), False
+      key = sampling.selection_key(task.name, parent.id)
+      state.selections[key] = state.selections[key] + 1
       child = mutations.mutate(parent, mpaths.hparams_from_proto(parent.hparams), task,
                                self.space, self.config.arch, self.source, rng,
-                               new_block_seed=lambda: int(rng.integers(2**31)))
+                               new_block_seed=lambda: int(rng.integers(2**31)),
+                               locked=locked, unmutated=seed)
       children.append((child, int(rng.integers(2**31))))
 
     results = self._train_children(children, task)
@@ -260,15 +289,13 @@ class Evolver:
     for i, ((child, _), (result, seconds)) in enumerate(zip(children, results)):
       state.children_trained += 1
       state.train_steps += result.total_steps
-      ids = [p.spec.id for p in child.planned]
-      specs = {p.spec.id: p.spec for p in child.planned}
-      accounted = scoring.accounted_params(ids, specs, task.name, users)
-      flops = sum(p.spec.flops for p in child.planned)
-      sc = scoring.score(result.validation_accuracy, accounted, self.root_params,
-                         self.ev.score.scale_factor, flops, self.root_flops,
-                         self.ev.score.flops_factor)
-      parent_score = child.parent.score if child.parent.task == task.name else -math.inf
-      kept = sc > parent_score
+      specs = [p.spec for p in child.planned]
+      sc, accounted, flops = self._score(result.validation_accuracy, specs,
+                                         child.hparams["image_size"], task.name, users)
+      parent_score = (self._rescored(child.parent, task.name, users).score
+                      if child.parent.task == task.name else -math.inf)
+      # µ2Net keeps a child that is at least as good as its parent; muNet one that is better.
+      kept = sc > parent_score if munet else sc >= parent_score
       if kept:
         trained = mpaths.Trained(result.weights, result.optimizer_slots, result.best_steps)
         for spec in mpaths.write_components(self.store, task.name, child.planned, trained):
@@ -290,6 +317,62 @@ class Evolver:
                                 seconds))
     state.generations_done = gen + 1
     self.store.write_evolution_state(state)
+
+  # ------------------------------------------------------------ bookkeeping
+  @staticmethod
+  def _users(system: Mapping[str, mtsys_pb2.PathSpec], task: str) -> dict:
+    """component id -> the other tasks using it. The active task's own path is left out: the
+    task always counts itself, and its path changes at the end of the phase, which must not
+    change the scores the end compares (a rerun after a kill there must pick the same path)."""
+    return scoring.users_by_component({t: p for t, p in system.items() if t != task})
+
+  def _locked(self, system: Mapping[str, mtsys_pb2.PathSpec], task: str):
+    """The reference's locks: what another task's path or the root uses stays frozen."""
+    held = set(self.root_ids)
+    for other, path in system.items():
+      if other != task:
+        held.update(path.component_ids)
+    return held.__contains__
+
+  def _score(self, quality: float, specs, image_size, task: str, users) -> tuple:
+    """(score, accounted parameters, FLOPs) of a path for `task` under the current sharing."""
+    ids = [s.id for s in specs]
+    accounted = scoring.accounted_params(ids, {s.id: s for s in specs}, task, users)
+    key = (tuple(ids), int(image_size))
+    if key not in self._flops:
+      self._flops[key] = scoring.path_flops(specs, int(image_size),
+                                            self.config.proto.root.channels)
+    flops = self._flops[key]
+    sc = scoring.score(quality, accounted, self.root_params, self.ev.score.scale_factor, flops,
+                       self.root_flops, self.ev.score.flops_factor)
+    return sc, accounted, flops
+
+  def _rescored(self, path: mtsys_pb2.PathSpec, task: str, users) -> mtsys_pb2.PathSpec:
+    """A copy of the task's own `path` scored with the current sharing (others: unchanged)."""
+    if path.task != task:
+      return path
+    specs = [self.source.spec(c) for c in path.component_ids]
+    size = mpaths.hparams_from_proto(path.hparams).get("image_size",
+                                                       self.config.proto.root.image_size)
+    out = mtsys_pb2.PathSpec()
+    out.CopyFrom(path)
+    out.score = self._score(path.metrics.validation_accuracy, specs, size, task, users)[0]
+    return out
+
+  def _counts(self, state, task: str) -> dict:
+    """path id -> #selections(path, task) (see `sampling`)."""
+    prefix = sampling.selection_key(task, "")
+    return {k[len(prefix):]: v for k, v in state.selections.items() if k.startswith(prefix)}
+
+  def _reset_phase(self, state, task: str) -> None:
+    """Starts (or, with "", ends) an active phase. µ2Net's #selections(m, t) accumulate across
+    a task's phases (only counts of paths still in the system are kept); muNet's restart."""
+    keep = {}
+    if self.ev.parent_sampling != _EV.MUNET:
+      alive = {p.id for p in self.store.paths().values()} | {ROOT_PATH_ID}
+      keep = {k: v for k, v in state.selections.items() if k.split("|", 1)[-1] in alive}
+    mstore.reset_active_phase(state, task)
+    state.selections.update(keep)
 
   def _train_children(self, children, task: mtsys_pb2.TaskSpec) -> list:
     data = self.task_data(task.name)
@@ -328,7 +411,11 @@ class Evolver:
       raise errors.TrainingError(
           f"Task '{task.name}': no child was kept in this active phase (every child failed to "
           "beat an empty parent); check the task's data and the search space's learning rates.")
-    best = max(own, key=lambda p: p.score)
+    users = self._users(self.store.paths(), task.name)
+    # A rerun after a kill midway through this end may find paths whose components it already
+    # deleted: they were not the best (the best path is written before anything is deleted).
+    own = [p for p in own if all(self.store.has_component(c) for c in p.component_ids)]
+    best = max((self._rescored(p, task.name, users) for p in own), key=lambda p: p.score)
     best_copy = mtsys_pb2.PathSpec()
     stored = self.store.read_path(task.name)
     if stored is not None and stored.id == best.id:
@@ -358,7 +445,7 @@ class Evolver:
         self.store.delete_component(cid)
         self.source.forget(cid)
     state.iterations_done[task.name] = state.iterations_done[task.name] + 1
-    mstore.reset_active_phase(state)
+    self._reset_phase(state, "")
     self.store.write_evolution_state(state)
     self.log(f"Task '{task.name}' iteration {state.iterations_done[task.name]}: best path "
              f"{best.id} score {best.score:.4f}, validation "
@@ -369,7 +456,7 @@ class Evolver:
 class _SpecView(Mapping):
   """A read-only mapping id -> ComponentSpec over a ComponentSource."""
 
-  def __init__(self, source: mutations.ComponentSource):
+  def __init__(self, source: component_source.ComponentSource):
     self._source = source
 
   def __getitem__(self, cid):

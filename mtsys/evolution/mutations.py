@@ -11,13 +11,20 @@ or one µ per action in µ2Net+ mode, `mutation_prob/<action>`):
 - clone: any component becomes a trainable copy, with the optimizer state of the ancestor that
   last trained it. The head is always cloned, or made fresh when the task differs.
 
-Components not cloned are shared frozen, so the parent is never altered.
+Which components a child may keep training (the reference's locks): a component another task's
+path uses, or the root's, is *locked*: shared frozen unless the clone action fires. Any other
+component of the parent (the task's own lineage: what it created and no other task adopted) is
+always cloned, so a lineage keeps training its own components for the whole phase instead of
+freezing them after one child. Clones are copies (copy-on-write), so the parent is never altered
+and a locked component never changes.
+
+A muNet seed parent tried for the first time is left unmutated: only its head trains.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 
@@ -25,6 +32,7 @@ from mtsys import components
 from mtsys.config import hparams as hp
 from mtsys.protos import mtsys_pb2
 from mtsys.system import assembly
+from mtsys.system import component_source
 from mtsys.system import paths as mpaths
 from mtsys.system import root as mroot
 
@@ -32,13 +40,26 @@ ACTIONS = ("hparam", "remove_block", "add_block", "insert_adapter", "clone")
 PER_ACTION_PREFIX = "mutation_prob/"
 
 
+# µ3Net's per-action µ range (section 4, Figure 5: learned clone rates span 0.02-0.30).
+PER_ACTION_VALUES = tuple(round(0.02 * i, 2) for i in range(1, 16))
+
+
 def per_action_space(space: Mapping[str, hp.HParam]) -> dict[str, hp.HParam]:
-  """`space` with one µ per action (µ2Net+) replacing the shared `mutation_prob`."""
+  """`space` with one µ per action (µ2Net+) replacing the shared `mutation_prob`.
+
+  Each per-action µ takes µ3Net's range 0.02-0.30 unless the config set `mutation_prob`'s values
+  itself (then those); its default is the shared µ's default when in range.
+  """
   mu = space["mutation_prob"]
+  values = mu.values
+  if values == hp.KNOWN["mutation_prob"].values:  # not set by the config
+    values = PER_ACTION_VALUES
+  default = mu.default if mu.default in values else min(values, key=lambda v: abs(v - mu.default))
   out = {k: v for k, v in space.items() if k != "mutation_prob"}
   for action in ACTIONS:
     name = PER_ACTION_PREFIX + action
-    out[name] = dataclasses.replace(mu, name=name, doc=f"probability of each '{action}' action")
+    out[name] = dataclasses.replace(mu, name=name, values=tuple(values), default=default,
+                                    doc=f"probability of each '{action}' action")
   return out
 
 
@@ -48,36 +69,7 @@ def mutation_probability(hparams: Mapping[str, hp.Value], action: str) -> float:
   return float(hparams.get(PER_ACTION_PREFIX + action, hparams.get("mutation_prob", 0.2)))
 
 
-class ComponentSource:
-  """Read-through cache of stored components: they are immutable, so caching is always safe."""
-
-  def __init__(self, store):
-    self._store = store
-    self._specs: dict[str, mtsys_pb2.ComponentSpec] = {}
-    self._weights: dict[str, list] = {}
-    self._slots: dict[str, Optional[list]] = {}
-
-  def spec(self, cid: str) -> mtsys_pb2.ComponentSpec:
-    if cid not in self._specs:
-      self._specs[cid] = self._store.read_component_spec(cid)
-    return self._specs[cid]
-
-  def weights(self, cid: str) -> list:
-    if cid not in self._weights:
-      self._weights[cid] = self._store.read_weights(self.spec(cid))
-    return self._weights[cid]
-
-  def slots(self, cid: str) -> Optional[list]:
-    if cid not in self._slots:
-      self._slots[cid] = self._store.read_optimizer_slots(self.spec(cid))
-    return self._slots[cid]
-
-  def add(self, spec, weights, slots) -> None:
-    self._specs[spec.id], self._weights[spec.id], self._slots[spec.id] = spec, weights, slots
-
-  def forget(self, cid: str) -> None:
-    for d in (self._specs, self._weights, self._slots):
-      d.pop(cid, None)
+ComponentSource = component_source.ComponentSource  # lives in mtsys.system: a store cache
 
 
 @dataclasses.dataclass
@@ -119,10 +111,20 @@ def _resize_position_embedding(p: assembly.PlannedComponent,
 def mutate(parent: mtsys_pb2.PathSpec, parent_hparams: Mapping[str, hp.Value],
            task: mtsys_pb2.TaskSpec, space: Mapping[str, hp.HParam], arch,
            source: ComponentSource, rng: np.random.Generator,
-           new_block_seed: Callable[[], int]) -> Child:
-  """Samples a child of `parent` for `task` (see the module docstring)."""
+           new_block_seed: Callable[[], int],
+           locked: Optional[Callable[[str], bool]] = None,
+           unmutated: bool = False) -> Child:
+  """Samples a child of `parent` for `task` (see the module docstring).
+
+  Args:
+    locked: component id -> whether the child must share it frozen unless cloned by mutation;
+      None locks every component.
+    unmutated: a muNet seed's first trial: no mutation, only the head trains.
+  """
   access = mroot.task_access(task)
   done = []
+  if unmutated:
+    return _head_only(parent, parent_hparams, task, space, arch, source, access)
 
   # Hyperparameters: missing ones (e.g. added to the space later) start at their defaults.
   hparams = {name: parent_hparams.get(name, p.default) for name, p in space.items()}
@@ -168,16 +170,37 @@ def mutate(parent: mtsys_pb2.PathSpec, parent_hparams: Mapping[str, hp.Value],
     i += 1
 
   for i, p in enumerate(body):
-    if not p.trainable and rng.random() < mutation_probability(mu, "clone"):
+    if p.trainable:
+      continue
+    own = locked is not None and not locked(p.spec.id)
+    if own or rng.random() < mutation_probability(mu, "clone"):
       body[i] = mpaths.clone(p.spec, source.weights(p.spec.id), source.slots(p.spec.id),
                              task.name, access)
-      done.append(f"clone {p.spec.id}")
+      if not own:  # the lineage's own components are cloned silently: that is no mutation
+        done.append(f"clone {p.spec.id}")
       if p.spec.kind == "position_embedding":
         body[i] = _resize_position_embedding(body[i], image_size // arch.patch_size)
 
   if head is not None and parent.task == task.name:
     head = mpaths.clone(head.spec, head.weights, source.slots(head.spec.id), task.name, access)
   else:
+    spec, weights = mroot.new_head(task, arch.hidden_size, tokens, access)
+    head = assembly.PlannedComponent(spec, weights, None, trainable=True)
+    done.append("new head")
+  body.append(head)
+  return Child(planned=body, hparams=hparams, parent=parent, mutations=done)
+
+
+def _head_only(parent, parent_hparams, task, space, arch, source, access) -> Child:
+  """The parent as it is, frozen, with a trainable head (cloned, or new for another task)."""
+  hparams = {name: parent_hparams.get(name, p.default) for name, p in space.items()}
+  body = [_frozen(source, cid) for cid in parent.component_ids]
+  head = body.pop() if body and body[-1].spec.kind == "head" else None
+  done = ["seed (unmutated)"]
+  if head is not None and parent.task == task.name:
+    head = mpaths.clone(head.spec, head.weights, source.slots(head.spec.id), task.name, access)
+  else:
+    tokens = (int(hparams["image_size"]) // arch.patch_size) ** 2 + 1
     spec, weights = mroot.new_head(task, arch.hidden_size, tokens, access)
     head = assembly.PlannedComponent(spec, weights, None, trainable=True)
     done.append("new head")

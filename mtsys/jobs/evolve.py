@@ -89,6 +89,7 @@ def run(config: loader.Config, options: Options, *,
   from mtsys.system import admin
   from mtsys.system import lock
   from mtsys.system import store as mstore
+  from mtsys.train import pretrain
   from mtsys.train import strategy as mstrategy
   if options.cpu_devices:
     mstrategy.split_cpu(options.cpu_devices)
@@ -115,6 +116,7 @@ def run(config: loader.Config, options: Options, *,
     strategy = mstrategy.make_strategy(options.distribution)
     devices = (list(strategy.extended.worker_devices) if strategy.num_replicas_in_sync > 1
                else [])
+    pretrain.ensure_root(store, config, strategy=strategy, log=out)  # pretrains if asked
     evolver = loop.Evolver(config, store, strategy=strategy, devices=devices,
                            on_child=_report_child(out), task_data=task_data, log=out)
     ev = config.proto.evolution

@@ -109,8 +109,12 @@ def _remove(store: mstore.Store, task_name: str, removed: list,
   if evo.task == task_name:
     mstore.reset_active_phase(evo)
     report.cleared_active_phase = changed = True
-  if path is not None and path.id in evo.selections:  # another task had sampled it as a parent
-    del evo.selections[path.id]
+  # #selections counts of the task, and of its path as another task's parent ("task|path id").
+  stale = [k for k in evo.selections
+           if k.startswith(f"{task_name}|") or (path is not None and k.endswith(f"|{path.id}"))
+           or (path is not None and k == path.id)]
+  for key in stale:
+    del evo.selections[key]
     changed = True
   if changed:
     store.write_evolution_state(evo)

@@ -114,3 +114,15 @@ def test_config_proto_is_a_copy():
   assert config.task("a").num_classes == 3
   with pytest.raises(ValueError, match="Unknown task 'b'; expected one of \\['a'\\]"):
     config.task("b")
+
+
+def test_image_sizes_can_be_set_in_the_search_space():
+  """The default range (one patch to twice the root's size) can be narrowed by a config."""
+  text = _ROOT + _TASK + (' search_space { param { name: "image_size" values [{number: 8},'
+                          ' {number: 16}, {number: 24}] } }')
+  space = loader.parse(text).search_space["image_size"]
+  assert space.values == (8.0, 16.0, 24.0) and space.default == 16.0
+  with pytest.raises(ValueError, match=r"search_space.param\[0\].values.*multiples of the "
+                                       r"patch size 4"):
+    loader.parse(_ROOT + _TASK + ' search_space { param { name: "image_size" values '
+                 '[{number: 6}] } }')

@@ -146,7 +146,7 @@ def test_no_task_ever_uses_knowledge_it_may_not(tmp_path, monkeypatch, seed, tas
   monkeypatch.setattr(mutations, "mutate", checked_mutate)
   store = _CheckingStore.create(str(tmp_path / "system"), config.proto)
   store.checker = checker
-  loop.Evolver(config, store, log=lambda m: None).run()
+  loop.Evolver.with_root(config, store, log=lambda m: None).run()
 
   # The whole finished system, once more: every path and every component.
   final = store.paths()
@@ -227,7 +227,7 @@ def test_access_property_over_50_seeded_random_evolutions(tmp_path, monkeypatch)
     monkeypatch.setattr(mutations, "mutate", checked_mutate)
     store = _CheckingStore.create(str(tmp_path / f"system{case}"), config.proto)
     store.checker = checker
-    loop.Evolver(config, store, log=lambda m: None).run()
+    loop.Evolver.with_root(config, store, log=lambda m: None).run()
     for task, path in store.paths().items():
       checker.path(task, [store.read_component_spec(c) for c in path.component_ids],
                    f"final path of {task!r}")

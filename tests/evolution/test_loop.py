@@ -55,7 +55,7 @@ def test_earlier_tasks_predictions_are_bit_identical_after_growth(tmp_path):
   batch = np.random.default_rng(0).random((6, 8, 8, 1)).astype(np.float32)
   config = loader.parse(_config_text(tmp_path, ["a", "b"]))
   store = mstore.Store.create(str(tmp_path / "system"), config.proto)
-  loop.Evolver(config, store, log=lambda m: None).run()
+  loop.Evolver.with_root(config, store, log=lambda m: None).run()
   before = {t: _predictions(store, t, batch) for t in ("a", "b")}
   paths_before = {t: store.read_path(t) for t in ("a", "b")}
   snapshot = {t: mpaths.load_frozen(store, p) for t, p in paths_before.items()}
@@ -66,7 +66,7 @@ def test_earlier_tasks_predictions_are_bit_identical_after_growth(tmp_path):
   config2 = loader.parse(_config_text(tmp_path, ["a", "b", "c"], iterations=2))
   loop.check_compatible(store.read_state().config, config2)
   store.write_config(config2.proto)
-  loop.Evolver(config2, store, log=lambda m: None).run()
+  loop.Evolver.with_root(config2, store, log=lambda m: None).run()
   assert sorted(store.paths()) == ["a", "b", "c"]
   state = store.read_evolution_state()
   assert dict(state.iterations_done) == {"a": 2, "b": 2, "c": 2}
@@ -98,9 +98,9 @@ def test_predictions_of_other_tasks_unchanged_while_a_task_evolves(tmp_path):
   batch = np.random.default_rng(1).random((4, 8, 8, 1)).astype(np.float32)
   config = loader.parse(_config_text(tmp_path, ["a", "b"], iterations=1))
   store = mstore.Store.create(str(tmp_path / "system"), config.proto)
-  loop.Evolver(config, store, log=lambda m: None).run()
+  loop.Evolver.with_root(config, store, log=lambda m: None).run()
   before = _predictions(store, "a", batch)
-  loop.Evolver(config, store, log=lambda m: None).run(tasks=["b"], task_iterations=3)
+  loop.Evolver.with_root(config, store, log=lambda m: None).run(tasks=["b"], task_iterations=3)
   assert store.read_evolution_state().iterations_done["b"] == 3
   np.testing.assert_array_equal(_predictions(store, "a", batch), before)
 
@@ -108,7 +108,7 @@ def test_predictions_of_other_tasks_unchanged_while_a_task_evolves(tmp_path):
 def test_unknown_task_fails_before_touching_the_store(tmp_path):
   config = loader.parse(_config_text(tmp_path, ["a"]))
   store = mstore.Store.create(str(tmp_path / "system"), config.proto)
-  evolver = loop.Evolver(config, store, log=lambda m: None)
+  evolver = loop.Evolver.with_root(config, store, log=lambda m: None)
   ids = store.component_ids()
   with pytest.raises(ValueError, match="Unknown task 'zz'; expected one of \\['a'\\]"):
     evolver.run(tasks=["zz"])
@@ -178,7 +178,7 @@ def test_children_on_two_logical_devices(tmp_path, parallelism):
   devices = list(strategy.extended.worker_devices)
   store = mstore.Store.create(str(tmp_path / "system"), config.proto)
   reports = []
-  evolver = loop.Evolver(config, store, strategy=strategy, devices=devices,
+  evolver = loop.Evolver.with_root(config, store, strategy=strategy, devices=devices,
                          on_child=reports.append, log=lambda m: None)
   evolver.run()
   assert len(reports) == 4 and store.read_path("a") is not None
@@ -193,7 +193,7 @@ def test_variants_run_end_to_end(tmp_path, variant, expect_keys):
   config = loader.parse(_config_text(tmp_path, ["a", "b"]).replace("seed: 1 }",
                                                                   f"seed: 1 {variant} }}"))
   store = mstore.Store.create(str(tmp_path / "system"), config.proto)
-  loop.Evolver(config, store, log=lambda m: None).run()
+  loop.Evolver.with_root(config, store, log=lambda m: None).run()
   for task in ("a", "b"):
     path = store.read_path(task)
     assert expect_keys <= set(path.hparams), sorted(path.hparams)
@@ -209,7 +209,7 @@ def test_fork_and_remove_task_from_the_command_line(tmp_path):
   config_path = tmp_path / "tiny.textproto"
   config_path.write_text(text)
   source = mstore.Store.create(str(tmp_path / "source"), config.proto)
-  loop.Evolver(config, source, log=lambda m: None).run()
+  loop.Evolver.with_root(config, source, log=lambda m: None).run()
   private = [c for c in source.component_ids()
              if list(source.read_component_spec(c).access.tasks) == ["b"]]
   assert private  # b's own components, which only b may use

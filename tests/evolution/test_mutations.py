@@ -8,6 +8,7 @@ import pytest
 from mtsys.config import hparams as hp
 from mtsys.config import loader
 from mtsys.evolution import mutations
+from mtsys.system import component_source
 from mtsys.protos import mtsys_pb2
 from mtsys.system import assembly
 from mtsys.system import paths as mpaths
@@ -51,7 +52,7 @@ def env(tmp_path_factory):
                        metrics=mtsys_pb2.PathMetrics(), score=0.5)
   space = mutations.per_action_space(config.search_space)
   return dict(config=config, store=store, path=path, root_ids=root_ids, space=space,
-              source=mutations.ComponentSource(store))
+              source=component_source.ComponentSource(store))
 
 
 def _mu(env, **probs):

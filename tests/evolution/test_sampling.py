@@ -90,17 +90,39 @@ def test_seeded_generator_gives_the_same_parents():
   assert run(7) == run(7)
   assert run(7) != run(8)
   rng = np.random.default_rng(3)
-  munet = [sampling.sample_munet(population, selections, rng).id for _ in range(100)]
+  munet = [sampling.sample_munet([], population, others, selections, rng)[0].id
+           for _ in range(100)]
   rng = np.random.default_rng(3)
-  assert munet == [sampling.sample_munet(population, selections, rng).id for _ in range(100)]
+  assert munet == [sampling.sample_munet([], population, others, selections, rng)[0].id
+                   for _ in range(100)]
 
 
-def test_munet_repeats_passes_over_the_population():
-  # a (1 selection) then b (1 selection), repeated: P(a) = 1/2 / (1 - 1/4) = 2/3.
-  population = _paths(("b", 0.1), ("a", 0.9))
-  freq = _frequencies(lambda rng: sampling.sample_munet(population, {"a": 1, "b": 1}, rng))
-  _close(freq, {"a": 2 / 3, "b": 1 / 3})
+def test_munet_tries_every_seed_once_uniformly_before_its_own_paths():
+  """Algorithm 1 lines 11-13: an untried seed is drawn uniformly and marked as a seed."""
+  seeds = _paths(("root", float("-inf")), ("s1", 0.3), ("s2", 0.2))
+  active = _paths(("own", 0.9))
   rng = np.random.default_rng(0)
-  assert {sampling.sample_munet(population, {}, rng).id for _ in range(20)} == {"a"}
-  with pytest.raises(ValueError, match="population is empty"):
-    sampling.sample_munet([], {}, rng)
+  selections, tried = {}, []
+  for _ in range(3):
+    parent, is_seed = sampling.sample_munet(seeds, active, seeds, selections, rng)
+    assert is_seed
+    tried.append(parent.id)
+    selections[parent.id] = 1
+  assert sorted(tried) == ["root", "s1", "s2"]  # each once, none twice
+  parent, is_seed = sampling.sample_munet(seeds, active, seeds, selections, rng)
+  assert not is_seed
+  # Which seed comes first is uniform.
+  freq = _frequencies(lambda r: sampling.sample_munet(seeds, active, seeds, {}, r)[0])
+  _close(freq, {"root": 1 / 3, "s1": 1 / 3, "s2": 1 / 3})
+
+
+def test_munet_then_walks_its_own_paths_by_decay_and_falls_back_to_everything():
+  # Seeds all tried: "a" (1 selection) accepted with 1/2, then "b" with 1/2, else uniform over
+  # a, b and the system's "s": P(a) = 1/2 + 1/4 * 1/3, P(b) = 1/4 + 1/4 * 1/3, P(s) = 1/4 * 1/3.
+  seeds = _paths(("s", 0.1))
+  active = _paths(("b", 0.1), ("a", 0.9))
+  selections = {"a": 1, "b": 1, "s": 1}
+  freq = _frequencies(lambda r: sampling.sample_munet(seeds, active, seeds, selections, r)[0])
+  _close(freq, {"a": 1 / 2 + 1 / 12, "b": 1 / 4 + 1 / 12, "s": 1 / 12})
+  with pytest.raises(ValueError, match="population and the system are empty"):
+    sampling.sample_munet([], [], [], {}, np.random.default_rng(0))

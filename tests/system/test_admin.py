@@ -412,7 +412,7 @@ def test_evolving_a_fork_never_touches_the_source(tmp_path):
   before = {t: _predictions(s.store, t) for t in src_paths}
 
   fork = admin.fork(str(tmp_path / "src"), str(tmp_path / "dst"))
-  loop.Evolver(config, fork, log=lambda m: None).run(tasks=["pub"])
+  loop.Evolver.with_root(config, fork, log=lambda m: None).run(tasks=["pub"])
 
   assert fork.read_evolution_state().iterations_done["pub"] == 1
   # The fork's pub path changed (its old one scored 0), so its inherited head, created by pub and
