@@ -141,6 +141,9 @@ def _validate(proto: mtsys_pb2.SystemConfig, label: str, path: str) -> Config:
   positive(bl, "max_batches_per_epoch", "baselines.", ev.max_batches_per_epoch)
   positive(bl, "batch_size", "baselines.", ev.batch_size)
   positive(bl, "adapter_dim", "baselines.", 32)
+  if bl.replicas < 0:
+    fail("baselines.replicas", "0 (one per child of a generation) or a positive count",
+         bl.replicas)
   for i, m in enumerate(bl.methods):
     if m not in _BASELINE_METHODS:
       fail(f"baselines.methods[{i}]", f"one of {list(_BASELINE_METHODS)}", m)

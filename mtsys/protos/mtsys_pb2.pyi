@@ -231,20 +231,22 @@ class EvolutionConfig(_message.Message):
     def __init__(self, task_iterations: _Optional[int] = ..., generations: _Optional[int] = ..., children_per_generation: _Optional[int] = ..., epochs_per_child: _Optional[int] = ..., max_batches_per_epoch: _Optional[int] = ..., batch_size: _Optional[int] = ..., score: _Optional[_Union[ScoreConfig, _Mapping]] = ..., seed: _Optional[int] = ..., parent_sampling: _Optional[_Union[EvolutionConfig.ParentSampling, str]] = ..., mutation_probability: _Optional[_Union[EvolutionConfig.MutationProbability, str]] = ..., child_parallelism: _Optional[_Union[EvolutionConfig.ChildParallelism, str]] = ...) -> None: ...
 
 class BaselineConfig(_message.Message):
-    __slots__ = ("epochs", "max_batches_per_epoch", "batch_size", "adapter_dim", "methods", "seed")
+    __slots__ = ("epochs", "max_batches_per_epoch", "batch_size", "adapter_dim", "methods", "seed", "replicas")
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCHES_PER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_DIM_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
     epochs: int
     max_batches_per_epoch: int
     batch_size: int
     adapter_dim: int
     methods: _containers.RepeatedScalarFieldContainer[str]
     seed: int
-    def __init__(self, epochs: _Optional[int] = ..., max_batches_per_epoch: _Optional[int] = ..., batch_size: _Optional[int] = ..., adapter_dim: _Optional[int] = ..., methods: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ...) -> None: ...
+    replicas: int
+    def __init__(self, epochs: _Optional[int] = ..., max_batches_per_epoch: _Optional[int] = ..., batch_size: _Optional[int] = ..., adapter_dim: _Optional[int] = ..., methods: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., replicas: _Optional[int] = ...) -> None: ...
 
 class DistributionConfig(_message.Message):
     __slots__ = ("strategy", "tpu", "num_gpus")
@@ -334,7 +336,7 @@ class ComponentAccess(_message.Message):
     def __init__(self, public: _Optional[bool] = ..., tasks: _Optional[_Iterable[str]] = ..., groups: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PathMetrics(_message.Message):
-    __slots__ = ("validation_accuracy", "test_accuracy", "accounted_params", "total_params", "flops", "train_steps", "train_seconds")
+    __slots__ = ("validation_accuracy", "test_accuracy", "accounted_params", "total_params", "flops", "train_steps", "train_seconds", "replica_test_accuracy")
     VALIDATION_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     TEST_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     ACCOUNTED_PARAMS_FIELD_NUMBER: _ClassVar[int]
@@ -342,6 +344,7 @@ class PathMetrics(_message.Message):
     FLOPS_FIELD_NUMBER: _ClassVar[int]
     TRAIN_STEPS_FIELD_NUMBER: _ClassVar[int]
     TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_TEST_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     validation_accuracy: float
     test_accuracy: float
     accounted_params: float
@@ -349,7 +352,8 @@ class PathMetrics(_message.Message):
     flops: int
     train_steps: int
     train_seconds: float
-    def __init__(self, validation_accuracy: _Optional[float] = ..., test_accuracy: _Optional[float] = ..., accounted_params: _Optional[float] = ..., total_params: _Optional[int] = ..., flops: _Optional[int] = ..., train_steps: _Optional[int] = ..., train_seconds: _Optional[float] = ...) -> None: ...
+    replica_test_accuracy: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, validation_accuracy: _Optional[float] = ..., test_accuracy: _Optional[float] = ..., accounted_params: _Optional[float] = ..., total_params: _Optional[int] = ..., flops: _Optional[int] = ..., train_steps: _Optional[int] = ..., train_seconds: _Optional[float] = ..., replica_test_accuracy: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class PathSpec(_message.Message):
     __slots__ = ("id", "task", "component_ids", "hparams", "parent_id", "score", "metrics", "generation", "created_at_ms", "author", "trained_component_ids", "class_names")

@@ -48,6 +48,10 @@ class BaselineResult:
   added_params: int
   train_steps: int
   train_seconds: float
+  # Replicas trained (the row's accuracies are the best one's on validation), and the first
+  # replica's test accuracy: the single-replica figure.
+  replicas: int = 1
+  single_replica_test_accuracy: float = 0.0
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
@@ -139,30 +143,36 @@ def _run_method(method, directory, config, task_specs, task_data, budget, hparam
   root_specs = pretrain.ensure_root(store, config, root_from=root_from, strategy=strategy,
                                     log=log)
   method_rows = []
+  replicas = replica_count(config)
   for i, task in enumerate(task_specs):
     data = task_data[task.name]
-    steps = budget.epochs * budget.steps_per_epoch(data.sizes["train"])
+    steps = replicas * budget.epochs * budget.steps_per_epoch(data.sizes["train"])
     stored = store.read_path(task.name)
     if (stored is not None and stored.author == f"baselines/{method}"
         and stored.metrics.train_steps == steps):
       log(f"[{method}] task {i + 1}/{len(task_specs)} '{task.name}': trained already")
       method_rows.append(_stored_row(store, method, stored))
       continue
-    log(f"[{method}] task {i + 1}/{len(task_specs)} '{task.name}': training "
-        f"{budget.epochs} epochs x {budget.steps_per_epoch(data.sizes['train'])}"
+    log(f"[{method}] task {i + 1}/{len(task_specs)} '{task.name}': training {replicas} "
+        f"replica(s) x {budget.epochs} epochs x {budget.steps_per_epoch(data.sizes['train'])}"
         f" batches of {budget.batch_size}")
     with faults.phase_of(mfaults.BASELINES):
       _drop_unused(store, task.name)
-    planned = plan(method, store, config, task, root_specs, bl.adapter_dim, seed)
-    result = trainer.train_path(planned, data, hparams, budget,
-                                image_size=root.image_size, channels=root.channels,
-                                strategy=strategy, seed=seed, evaluate_test=True,
-                                verbose=verbose)
+    trained = []  # (planned, result) per replica
+    for r in range(replicas):
+      planned = plan(method, store, config, task, root_specs, bl.adapter_dim, seed + 7919 * r)
+      trained.append((planned, trainer.train_path(
+          planned, data, hparams, budget, image_size=root.image_size, channels=root.channels,
+          strategy=strategy, seed=seed + r, evaluate_test=True, verbose=verbose)))
+    # The best replica on validation (its best epoch, kept by train_path); ties: the first.
+    planned, result = max(trained, key=lambda pr: pr[1].validation_accuracy)
     metrics = mtsys_pb2.PathMetrics(
         validation_accuracy=result.validation_accuracy, test_accuracy=result.test_accuracy,
         total_params=sum(p.spec.param_count for p in planned),
         flops=sum(p.spec.flops for p in planned),
-        train_steps=result.total_steps, train_seconds=result.train_seconds)
+        train_steps=sum(r.total_steps for _, r in trained),
+        train_seconds=sum(r.train_seconds for _, r in trained),
+        replica_test_accuracy=[r.test_accuracy for _, r in trained])
     with faults.phase_of(mfaults.BASELINES):
       path = mpaths.commit(
           store, task.name, planned,
@@ -172,7 +182,7 @@ def _run_method(method, directory, config, task_specs, task_data, budget, hparam
           class_names=data.class_names)
       _drop_unused(store, task.name)  # a replaced path's components
     log(f"[{method}] '{task.name}': validation {result.validation_accuracy:.4f}, "
-        f"test {result.test_accuracy:.4f}, {result.train_seconds:.1f}s")
+        f"test {result.test_accuracy:.4f} (best of {replicas}), {metrics.train_seconds:.1f}s")
     method_rows.append(_stored_row(store, method, path))
   system_params = sum(s.param_count for s in root_specs if method != "full_finetune")
   system_params += sum(r.added_params for r in method_rows)
@@ -181,15 +191,24 @@ def _run_method(method, directory, config, task_specs, task_data, budget, hparam
   return method_rows
 
 
+def replica_count(config: loader.Config) -> int:
+  """Replicas per baseline task: `baselines.replicas`, by default the evolution's children per
+  generation (muNet eq. 4)."""
+  bl, ev = config.proto.baselines, config.proto.evolution
+  return max(1, bl.replicas or ev.children_per_generation)
+
+
 def _stored_row(store: mstore.Store, method: str, path: mtsys_pb2.PathSpec) -> BaselineResult:
   """The result row of a stored baseline path (params_per_task filled in by the caller)."""
   m = path.metrics
   added = sum(store.read_component_spec(c).param_count for c in path.trained_component_ids)
+  replicas = list(m.replica_test_accuracy) or [m.test_accuracy]
   return BaselineResult(
       task=path.task, method=method, test_accuracy=m.test_accuracy,
       validation_accuracy=m.validation_accuracy, params_per_task=0.0,
       path_params=m.total_params, added_params=added, train_steps=m.train_steps,
-      train_seconds=m.train_seconds)
+      train_seconds=m.train_seconds, replicas=len(replicas),
+      single_replica_test_accuracy=replicas[0])
 
 
 def _drop_unused(store: mstore.Store, task: str) -> None:

@@ -1,0 +1,56 @@
+"""muNet's baselines at an equal budget: C replicas per task, the best on validation kept, every
+replica's test accuracy recorded, and a rerun that trains nothing again."""
+
+import pytest
+
+from mtsys import testing
+from mtsys.config import loader
+from mtsys.system import fsck
+from mtsys.system import store as mstore
+from mtsys.train import baselines
+from mtsys.train import trainer
+
+
+def _config(directory, replicas):
+  npz = testing.write_band_npz(str(directory), "a", 0, n=90)
+  return loader.parse(f"""
+  root {{ vit: "tiny/4" image_size: 8 channels: 1 num_blocks: 1 seed: 5 }}
+  evolution {{ task_iterations: 1 generations: 1 children_per_generation: 3 epochs_per_child: 1
+              max_batches_per_epoch: 2 batch_size: 16 seed: 1 }}
+  baselines {{ methods: ["multi_head"] {f"replicas: {replicas}" if replicas else ""} }}
+  task {{ name: "a" num_classes: 3 files {{ npz: "{npz}" validation_fraction: 0.2
+         test_fraction: 0.2 }} }}
+  """)
+
+
+def test_replicas_default_to_the_children_per_generation_and_the_best_is_kept(tmp_path,
+                                                                              monkeypatch):
+  config = _config(tmp_path, replicas=0)
+  assert baselines.replica_count(config) == 3  # muNet eq. 4: C replicas
+  results = []
+  real = trainer.train_path
+
+  def recording(*args, **kwargs):
+    results.append(real(*args, **kwargs))
+    return results[-1]
+
+  monkeypatch.setattr(trainer, "train_path", recording)
+  (row,) = baselines.run(config, str(tmp_path / "out"), log=lambda m: None)
+  assert len(results) == 3 and row.replicas == 3
+  best = max(results, key=lambda r: r.validation_accuracy)
+  assert row.validation_accuracy == pytest.approx(best.validation_accuracy)
+  assert row.test_accuracy == pytest.approx(best.test_accuracy)
+  assert row.single_replica_test_accuracy == pytest.approx(results[0].test_accuracy)
+  assert row.train_steps == sum(r.total_steps for r in results)
+  store = mstore.Store.open(str(tmp_path / "out" / "multi_head"))
+  path = store.read_path("a")
+  assert list(path.metrics.replica_test_accuracy) == pytest.approx(
+      [r.test_accuracy for r in results])
+  assert fsck.check(store).ok  # only the kept replica's components are stored
+  # A rerun trains nothing and reports the same row from the store.
+  (again,) = baselines.run(config, str(tmp_path / "out"), log=lambda m: None)
+  assert len(results) == 3 and again == row
+
+
+def test_one_replica_when_the_config_says_so(tmp_path):
+  assert baselines.replica_count(_config(tmp_path, replicas=1)) == 1
