@@ -17,9 +17,10 @@ import tensorflow as tf
 
 from mtsys import errors
 from mtsys.system import fileio
+from mtsys.system import root as mroot
 from mtsys.system import store as mstore
 
-ROOT_PREFIX = "root."
+ROOT_PREFIX = mroot.ROOT_PREFIX + "."
 
 
 @dataclasses.dataclass
@@ -70,7 +71,7 @@ def check(store: mstore.Store) -> Report:
   in_use = mstore.component_ids_of(paths.values())
   if evo is not None and evo.task:
     in_use |= mstore.component_ids_of(evo.population)
-  own = set(store._own_component_ids(store.root))  # pylint: disable=protected-access
+  own = set(store.held_component_ids())
   for cid in sorted(own):
     spec = verified(lambda c=cid: store.read_component_spec(c), f"component {cid} manifest")
     if spec is None:

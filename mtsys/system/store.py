@@ -345,6 +345,10 @@ class Store:
         ids.append(cid)
     return ids
 
+  def held_component_ids(self) -> list[str]:
+    """Ids of the complete components in this directory itself (not a fork's sources)."""
+    return self._own_component_ids(self.root)
+
   def component_ids(self) -> list[str]:
     """Ids of every completely written component (a fork's sources' included), sorted."""
     ids = set()
