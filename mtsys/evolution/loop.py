@@ -158,6 +158,8 @@ class Evolver:
     self.cache = trainer.ModelCache(max_models=max(4, 2 * len(self.devices)))
     self._device_strategies = [tf.distribute.OneDeviceStrategy(d) for d in self.devices]
     self.root_ids = mroot.root_ids(config)
+    self._root_blocks = [c for c in self.root_ids if ".transformer_block." in c]
+    self._addition = mutations.layer_addition(self.ev, len(self._root_blocks))
     missing = [c for c in self.root_ids if not store.has_component(c)]
     if missing:
       raise errors.MissingComponentError(
@@ -281,7 +283,8 @@ class Evolver:
       child = mutations.mutate(parent, mpaths.hparams_from_proto(parent.hparams), task,
                                self.space, self.config.arch, self.source, rng,
                                new_block_seed=lambda: int(rng.integers(2**31)),
-                               locked=locked, unmutated=seed)
+                               locked=locked, unmutated=seed, addition=self._addition,
+                               root_blocks=self._root_blocks)
       children.append((child, int(rng.integers(2**31))))
 
     results = self._train_children(children, task)

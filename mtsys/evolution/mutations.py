@@ -6,7 +6,10 @@ or one µ per action in µ2Net+ mode, `mutation_prob/<action>`):
 - hparam: each hyperparameter moves to a neighbouring value in its sorted list (µ included, so
   the mutation rate tunes itself; `image_size` too, the position embedding interpolating);
 - remove_block: the top transformer block (and its adapter) is dropped;
-- add_block: a new randomly initialised transformer block is put on top;
+- add_block (layer addition; `evolution.layer_addition`): a block is put on top of the path's
+  blocks: below the root's depth the root's next pretrained block, shared frozen unless the clone
+  action fires (µ3Net 4), above it (or always, in RANDOM mode: µ2Net 5.1's layer-less root) a new
+  randomly initialised block; muNet has no layer addition;
 - insert_adapter: a fresh (identity) residual adapter after a transformer block;
 - clone: any component becomes a trainable copy, with the optimizer state of the ancestor that
   last trained it. The head is always cloned, or made fresh when the task differs.
@@ -24,7 +27,7 @@ A muNet seed parent tried for the first time is left unmutated: only its head tr
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -71,6 +74,17 @@ def mutation_probability(hparams: Mapping[str, hp.Value], action: str) -> float:
 
 ComponentSource = component_source.ComponentSource  # lives in mtsys.system: a store cache
 
+_EV = mtsys_pb2.EvolutionConfig
+
+
+def layer_addition(evolution: mtsys_pb2.EvolutionConfig, root_blocks: int) -> int:
+  """The effective `EvolutionConfig.LayerAddition` (never UNSPECIFIED) for a root's depth."""
+  if evolution.layer_addition != _EV.LAYER_ADDITION_UNSPECIFIED:
+    return evolution.layer_addition
+  if evolution.parent_sampling == _EV.MUNET:
+    return _EV.OFF
+  return _EV.RANDOM if root_blocks == 0 else _EV.ROOT_THEN_RANDOM
+
 
 @dataclasses.dataclass
 class Child:
@@ -113,13 +127,17 @@ def mutate(parent: mtsys_pb2.PathSpec, parent_hparams: Mapping[str, hp.Value],
            source: ComponentSource, rng: np.random.Generator,
            new_block_seed: Callable[[], int],
            locked: Optional[Callable[[str], bool]] = None,
-           unmutated: bool = False) -> Child:
+           unmutated: bool = False,
+           addition: int = _EV.RANDOM,
+           root_blocks: Sequence[str] = ()) -> Child:
   """Samples a child of `parent` for `task` (see the module docstring).
 
   Args:
     locked: component id -> whether the child must share it frozen unless cloned by mutation;
       None locks every component.
     unmutated: a muNet seed's first trial: no mutation, only the head trains.
+    addition: an effective `EvolutionConfig.LayerAddition` (see `layer_addition`).
+    root_blocks: the root's transformer-block ids in order (ROOT_THEN_RANDOM adds them).
   """
   access = mroot.task_access(task)
   done = []
@@ -146,16 +164,22 @@ def mutate(parent: mtsys_pb2.PathSpec, parent_hparams: Mapping[str, hp.Value],
   if blocks and rng.random() < mutation_probability(mu, "remove_block"):
     del body[blocks[-1]:]  # the top block and anything after it (its adapter)
     done.append("remove_block")
-  if rng.random() < mutation_probability(mu, "add_block"):
-    block = components.TransformerBlock(arch.hidden_size, arch.num_heads, arch.mlp_dim,
-                                        seed=new_block_seed())
-    block.build((None, tokens, arch.hidden_size))
-    spec = mroot.spec_for(block, mroot.new_component_id(task.name, "transformer_block"),
-                          input_shape=(tokens, arch.hidden_size), created_by_task=task.name,
-                          access=access)
-    body.append(assembly.PlannedComponent(spec, [np.array(w) for w in block.get_weights()],
-                                          None, trainable=True))
-    done.append("add_block")
+  # The draw is made in every mode, so switching layer addition off changes nothing else.
+  if rng.random() < mutation_probability(mu, "add_block") and addition != _EV.OFF:
+    depth = sum(1 for p in body if _is_block(p))
+    if addition == _EV.ROOT_THEN_RANDOM and depth < len(root_blocks):
+      body.append(_frozen(source, root_blocks[depth]))
+      done.append(f"add_block {root_blocks[depth]}")
+    else:
+      block = components.TransformerBlock(arch.hidden_size, arch.num_heads, arch.mlp_dim,
+                                          seed=new_block_seed())
+      block.build((None, tokens, arch.hidden_size))
+      spec = mroot.spec_for(block, mroot.new_component_id(task.name, "transformer_block"),
+                            input_shape=(tokens, arch.hidden_size), created_by_task=task.name,
+                            access=access)
+      body.append(assembly.PlannedComponent(spec, [np.array(w) for w in block.get_weights()],
+                                            None, trainable=True))
+      done.append("add_block")
 
   i = 0
   while i < len(body):

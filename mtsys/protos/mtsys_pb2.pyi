@@ -181,7 +181,7 @@ class ScoreConfig(_message.Message):
     def __init__(self, scale_factor: _Optional[float] = ..., flops_factor: _Optional[float] = ...) -> None: ...
 
 class EvolutionConfig(_message.Message):
-    __slots__ = ("task_iterations", "generations", "children_per_generation", "epochs_per_child", "max_batches_per_epoch", "batch_size", "score", "seed", "parent_sampling", "mutation_probability", "child_parallelism")
+    __slots__ = ("task_iterations", "generations", "children_per_generation", "epochs_per_child", "max_batches_per_epoch", "batch_size", "score", "seed", "parent_sampling", "mutation_probability", "child_parallelism", "layer_addition")
     class ParentSampling(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         PARENT_SAMPLING_UNSPECIFIED: _ClassVar[EvolutionConfig.ParentSampling]
@@ -206,6 +206,16 @@ class EvolutionConfig(_message.Message):
     CHILD_PARALLELISM_UNSPECIFIED: EvolutionConfig.ChildParallelism
     DEVICE_PER_CHILD: EvolutionConfig.ChildParallelism
     DATA_PARALLEL: EvolutionConfig.ChildParallelism
+    class LayerAddition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        LAYER_ADDITION_UNSPECIFIED: _ClassVar[EvolutionConfig.LayerAddition]
+        OFF: _ClassVar[EvolutionConfig.LayerAddition]
+        RANDOM: _ClassVar[EvolutionConfig.LayerAddition]
+        ROOT_THEN_RANDOM: _ClassVar[EvolutionConfig.LayerAddition]
+    LAYER_ADDITION_UNSPECIFIED: EvolutionConfig.LayerAddition
+    OFF: EvolutionConfig.LayerAddition
+    RANDOM: EvolutionConfig.LayerAddition
+    ROOT_THEN_RANDOM: EvolutionConfig.LayerAddition
     TASK_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     GENERATIONS_FIELD_NUMBER: _ClassVar[int]
     CHILDREN_PER_GENERATION_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +227,7 @@ class EvolutionConfig(_message.Message):
     PARENT_SAMPLING_FIELD_NUMBER: _ClassVar[int]
     MUTATION_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     CHILD_PARALLELISM_FIELD_NUMBER: _ClassVar[int]
+    LAYER_ADDITION_FIELD_NUMBER: _ClassVar[int]
     task_iterations: int
     generations: int
     children_per_generation: int
@@ -228,7 +239,8 @@ class EvolutionConfig(_message.Message):
     parent_sampling: EvolutionConfig.ParentSampling
     mutation_probability: EvolutionConfig.MutationProbability
     child_parallelism: EvolutionConfig.ChildParallelism
-    def __init__(self, task_iterations: _Optional[int] = ..., generations: _Optional[int] = ..., children_per_generation: _Optional[int] = ..., epochs_per_child: _Optional[int] = ..., max_batches_per_epoch: _Optional[int] = ..., batch_size: _Optional[int] = ..., score: _Optional[_Union[ScoreConfig, _Mapping]] = ..., seed: _Optional[int] = ..., parent_sampling: _Optional[_Union[EvolutionConfig.ParentSampling, str]] = ..., mutation_probability: _Optional[_Union[EvolutionConfig.MutationProbability, str]] = ..., child_parallelism: _Optional[_Union[EvolutionConfig.ChildParallelism, str]] = ...) -> None: ...
+    layer_addition: EvolutionConfig.LayerAddition
+    def __init__(self, task_iterations: _Optional[int] = ..., generations: _Optional[int] = ..., children_per_generation: _Optional[int] = ..., epochs_per_child: _Optional[int] = ..., max_batches_per_epoch: _Optional[int] = ..., batch_size: _Optional[int] = ..., score: _Optional[_Union[ScoreConfig, _Mapping]] = ..., seed: _Optional[int] = ..., parent_sampling: _Optional[_Union[EvolutionConfig.ParentSampling, str]] = ..., mutation_probability: _Optional[_Union[EvolutionConfig.MutationProbability, str]] = ..., child_parallelism: _Optional[_Union[EvolutionConfig.ChildParallelism, str]] = ..., layer_addition: _Optional[_Union[EvolutionConfig.LayerAddition, str]] = ...) -> None: ...
 
 class BaselineConfig(_message.Message):
     __slots__ = ("epochs", "max_batches_per_epoch", "batch_size", "adapter_dim", "methods", "seed", "replicas")

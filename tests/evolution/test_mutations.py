@@ -63,12 +63,15 @@ def _mu(env, **probs):
   return values
 
 
-def _mutate(env, task="a", parent=None, seed=0, **probs):
+def _mutate(env, task="a", parent=None, seed=0, addition=mtsys_pb2.EvolutionConfig.RANDOM,
+            **probs):
   parent = parent or env["path"]
   rng = np.random.default_rng(seed)
+  root_blocks = [c for c in env["root_ids"] if ".transformer_block." in c]
   return mutations.mutate(parent, _mu(env, **probs), env["config"].task(task), env["space"],
                           env["config"].arch, env["source"], rng,
-                          new_block_seed=lambda: int(rng.integers(2**31)))
+                          new_block_seed=lambda: int(rng.integers(2**31)),
+                          addition=addition, root_blocks=root_blocks)
 
 
 def _check_builds(env, child, task="a"):
@@ -193,6 +196,36 @@ def test_add_block_puts_a_new_trainable_block_on_top(env):
   assert child.mutations == ["add_block"]
   private = _mutate(env, task="p", add_block=1.0).planned[-2]
   assert list(private.spec.access.tasks) == ["p"] and not private.spec.access.public
+
+
+def test_layer_addition_below_the_root_depth_adds_the_roots_next_pretrained_block(env):
+  ev = mtsys_pb2.EvolutionConfig
+  shallow = mtsys_pb2.PathSpec(id="s", task="a", component_ids=env["root_ids"][:4] +
+                               [env["path"].component_ids[-1]])  # the root's block 0 only
+  child = _mutate(env, parent=shallow, addition=ev.ROOT_THEN_RANDOM, add_block=1.0)
+  _check_builds(env, child)
+  added = child.planned[-2]
+  assert added.spec.id == env["root_ids"][4] and not added.trainable  # shared, frozen
+  assert child.mutations == [f"add_block {env['root_ids'][4]}"]
+  # At the root's depth (the stored path has both root blocks) the block is a new random one.
+  deep = _mutate(env, addition=ev.ROOT_THEN_RANDOM, add_block=1.0)
+  assert deep.planned[-2].trainable and deep.planned[-2].spec.id not in env["root_ids"]
+  assert deep.mutations == ["add_block"]
+  # RANDOM adds a random block below the root's depth too; OFF adds nothing at all.
+  random = _mutate(env, parent=shallow, addition=ev.RANDOM, add_block=1.0)
+  assert random.planned[-2].trainable and random.mutations == ["add_block"]
+  off = _mutate(env, parent=shallow, addition=ev.OFF, add_block=1.0)
+  assert [p.spec.id for p in off.planned[:-1]] == list(shallow.component_ids[:-1])
+  assert off.mutations == []
+
+
+def test_layer_addition_defaults_follow_the_mode():
+  ev = mtsys_pb2.EvolutionConfig
+  assert mutations.layer_addition(ev(parent_sampling=ev.MUNET), 3) == ev.OFF
+  assert mutations.layer_addition(ev(parent_sampling=ev.MU2NET), 3) == ev.ROOT_THEN_RANDOM
+  assert mutations.layer_addition(ev(), 0) == ev.RANDOM  # µ2Net's layer-less root
+  assert mutations.layer_addition(ev(parent_sampling=ev.MUNET, layer_addition=ev.RANDOM),
+                                  3) == ev.RANDOM
 
 
 def test_insert_adapter_after_every_block_without_one(env):
