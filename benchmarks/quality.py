@@ -4,9 +4,10 @@ r"""Quality benchmark: muNet / µ2Net against muNet's baselines (muNet Table 1's
     .venv/bin/python benchmarks/quality.py --quick            # smoke run, about 1-2 minutes
     .venv/bin/python benchmarks/quality.py --seeds=5 --tasks=digits,greek
 
-Runtime on 2 shared CPU cores with the shipped chars-lite config: about 10 minutes per seed
-(two evolution runs, scale factors 1 and 0.3, about 3 minutes each, plus the three baselines,
-about 3 minutes), so about 30 minutes for the default 3 seeds; `--quick` takes under a minute.
+Runtime on 2 idle CPU cores with the shipped chars-lite config: about 13 minutes per seed (two
+evolution runs, scale factors 1 and 0.3, about 4 minutes each, plus the three baselines with their
+replicas, about 5 minutes), so about 40 minutes for the default 3 seeds; `--quick` about 1-2
+minutes. `--seed_offset` moves every seed (tuning runs use seeds the report does not).
 
 The root is made once (pretrained first if the config says `root.pretrain`, as chars-lite
 does, about 30 s) and every run of every seed and method starts from it: the seeds vary
@@ -18,14 +19,14 @@ For every seed, in fresh temporary system directories:
     are set on a copy of the config;
   - the baselines (full fine-tuning, multi-head, residual adapters) with `baselines.seed` set,
     trained with the config's baseline budget: by default muNet eq. 4's equal number of training
-    steps per task as one evolved lineage (epochs_per_child x generations x task_iterations).
+    steps per task as one evolved lineage (epochs_per_child x generations x task_iterations), in
+    C replicas (C = children_per_generation), the best on validation kept.
 
 Prints muNet Table 1's columns per method: test accuracy (max and avg±std over seeds of the
 average over tasks), parameters per task (every parameter the method's system holds, divided
 by its number of tasks), and compute (training steps summed over tasks, and training wall
-seconds). Evolution trains `children_per_generation` children per generation, so its step count
-is that many times the baselines' (muNet gives the baselines the same total by training 8 replicas
-in parallel and keeping the best; ours train one). Then a per-task table (average over seeds),
+seconds): each baseline twice, best of its replicas (muNet's figure, the same total steps as
+evolution) and its first replica alone ("1 replica"). Then a per-task table (average over seeds),
 the share of evolution's wall time spent outside training and evaluation (the loop's
 bookkeeping), the targets met or missed, and as the LAST line one JSON object with the figures.
 """
@@ -44,6 +45,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app
 from absl import flags
 
+from benchmarks import quality_lib
+
+_ONE_REPLICA = quality_lib.ONE_REPLICA
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", "chars-lite", "Config file or shipped config name.")
 flags.DEFINE_integer("seeds", 3, "Repetitions; seed i uses the config's seeds + seed_offset + i.")
@@ -59,119 +64,6 @@ flags.DEFINE_string("work_dir", None,
 
 _LABELS = {"multi_head": "Multi-head", "full_finetune": "Full fine-tuning",
            "residual_adapters": "Residual adapters"}
-
-
-def _edited(config, edit):
-  """A validated copy of `config` after `edit(proto)`."""
-  from google.protobuf import text_format
-  from mtsys.config import loader
-  proto = type(config.proto)()
-  proto.CopyFrom(config.proto)
-  edit(proto)
-  return loader.parse(text_format.MessageToString(proto), config.path)
-
-
-def _configs(config, seed_offset: int, scale_factor=None):
-  """A copy of `config` with seeds moved by `seed_offset` (and a scale factor)."""
-  def edit(proto):
-    proto.evolution.seed += seed_offset
-    proto.baselines.seed += seed_offset
-    if scale_factor is not None:
-      proto.evolution.score.scale_factor = scale_factor
-  return _edited(config, edit)
-
-
-def _quick(config):
-  """Tiny budgets for a smoke run; the baselines keep eq. 4's equal budget."""
-  def edit(proto):
-    ev = proto.evolution
-    ev.task_iterations, ev.generations, ev.children_per_generation = 1, 1, 2
-    ev.epochs_per_child, ev.max_batches_per_epoch = 1, 5
-    if proto.root.HasField("pretrain"):
-      proto.root.pretrain.epochs, proto.root.pretrain.max_batches_per_epoch = 1, 5
-    for field in ("epochs", "max_batches_per_epoch", "batch_size"):
-      proto.baselines.ClearField(field)  # re-derived from the evolution budget
-  return _edited(config, edit)
-
-
-def _mean_std(values):
-  import numpy as np
-  values = np.asarray(values, dtype=float)
-  return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
-
-
-def run_evolution(config, directory: str, tasks, task_data, log, root_from=None) -> dict:
-  """One evolution run; returns per-task test accuracy, params per task, compute, timing.
-
-  `root_from`: a system whose root to copy (runs of one seed share one pretrained root)."""
-  from mtsys.evolution import accounting
-  from mtsys.evolution import loop
-  from mtsys.system import store as mstore
-  from mtsys.train import pretrain
-  store = mstore.Store.create(directory, config.proto)
-  pretrain.ensure_root(store, config, root_from=root_from, log=log)
-  evolver = loop.Evolver(config, store, log=log, task_data=task_data)
-  start = time.perf_counter()
-  state = evolver.run(tasks=tasks)
-  wall = time.perf_counter() - start
-  paths = store.paths()
-  reports = accounting.report(paths, evolver.source.spec)
-  system = accounting.system_params(paths, evolver.source.spec)
-  return {
-      "test": {r.task: r.test_accuracy for r in reports},
-      "params_per_task": system / max(1, len(paths)),
-      "train_steps": int(state.train_steps),
-      "train_seconds": evolver.timing.training,
-      "wall_seconds": wall,
-      "bookkeeping_share": evolver.timing.bookkeeping_share,
-  }
-
-
-def run_baselines(config, directory: str, tasks, methods, log, root_from=None) -> dict:
-  """method -> per-task test accuracy, params per task and compute, for one seed."""
-  from mtsys.train import baselines
-  rows = baselines.run(config, directory, methods=methods, tasks=tasks, log=log,
-                       root_from=root_from)
-  out = {}
-  for r in rows:
-    m = out.setdefault(r.method, {"test": {}, "params_per_task": 0.0,
-                                  "train_steps": 0, "train_seconds": 0.0})
-    m["test"][r.task] = r.test_accuracy
-    m["params_per_task"] = r.params_per_task
-    m["train_steps"] += r.train_steps
-    m["train_seconds"] += r.train_seconds
-    m["replicas"] = r.replicas
-    # The first replica alone: what one training run of the method gives (1/replicas the steps).
-    one = out.setdefault(f"{r.method}{_ONE_REPLICA}", {"test": {}, "params_per_task": 0.0,
-                                                       "train_steps": 0, "train_seconds": 0.0})
-    one["test"][r.task] = r.single_replica_test_accuracy
-    one["params_per_task"] = r.params_per_task
-    one["train_steps"] += r.train_steps // max(1, r.replicas)
-    one["train_seconds"] += r.train_seconds / max(1, r.replicas)
-  return out
-
-
-_ONE_REPLICA = "@1replica"
-
-
-def summarize(runs) -> dict:
-  """Per-seed runs of one method -> Table 1's figures."""
-  import numpy as np
-  tasks = list(runs[0]["test"])
-  averages = [float(np.mean([r["test"][t] for t in tasks])) for r in runs]
-  avg, std = _mean_std(averages)
-  out = {
-      "max_test_accuracy": max(averages), "avg_test_accuracy": avg, "std_test_accuracy": std,
-      "per_seed_avg_test_accuracy": averages,
-      "per_task_test_accuracy": {t: float(np.mean([r["test"][t] for r in runs])) for t in tasks},
-      "params_per_task": float(np.mean([r["params_per_task"] for r in runs])),
-      "train_steps": float(np.mean([r["train_steps"] for r in runs])),
-      "train_seconds": float(np.mean([r["train_seconds"] for r in runs])),
-  }
-  if "bookkeeping_share" in runs[0]:
-    out["bookkeeping_share"] = float(np.mean([r["bookkeeping_share"] for r in runs]))
-    out["wall_seconds"] = float(np.mean([r["wall_seconds"] for r in runs]))
-  return out
 
 
 def format_tables(summary: dict, adapter_dim: int, evolution: str = "µ2Net") -> str:
@@ -214,13 +106,13 @@ def main(argv):
   from mtsys.system import store as mstore
   config = loader.load(FLAGS.config)
   if FLAGS.quick:
-    config = _quick(config)
+    config = quality_lib.quick(config)
   tasks = list(FLAGS.tasks) if FLAGS.tasks else None
   if FLAGS.quick and not tasks:
     tasks = [t.name for t in config.tasks][:2]
   task_names = tasks or [t.name for t in config.tasks]
-  from mtsys.evolution import loop
-  task_data = loop.load_tasks(config, task_names)  # checked once, shared by every run
+  from mtsys.evolution import preflight
+  task_data = preflight.load_tasks(config, task_names)  # checked once, shared by every run
   seeds = 1 if FLAGS.quick else FLAGS.seeds
   scale_factors = [float(s) for s in FLAGS.scale_factors]
   methods = list(FLAGS.methods) if FLAGS.methods else list(config.proto.baselines.methods)
@@ -240,25 +132,27 @@ def main(argv):
   try:
     for i in range(seeds):
       for sf in scale_factors:
-        cfg = _configs(config, FLAGS.seed_offset + i, sf)
+        cfg = quality_lib.with_seeds(config, FLAGS.seed_offset + i, sf)
         print(f"[seed {i + 1}/{seeds}] evolution, scale factor {sf:g} "
               f"(evolution.seed={cfg.proto.evolution.seed})", flush=True)
         keras.backend.clear_session()
         directory = os.path.join(work, f"seed{i}", f"evolution-sf{sf:g}")
         # Every run starts from the first run's (pretrained) root: seeds vary the evolution.
-        r = run_evolution(cfg, directory, tasks, task_data, log, root_from=root_source)
+        r = quality_lib.run_evolution(cfg, directory, tasks, task_data, log,
+                                      root_from=root_source)
         root_source = root_source or mstore.Store.open(directory)
         print(f"  average test accuracy {np.mean(list(r['test'].values())):.4f}, "
               f"{r['params_per_task']:,.0f} params/task, {r['train_steps']:,} steps, "
               f"{r['wall_seconds']:.0f}s, bookkeeping {100 * r['bookkeeping_share']:.1f}%",
               flush=True)
         runs.setdefault(f"evolution@{sf:g}", []).append(r)
-      cfg = _configs(config, FLAGS.seed_offset + i)
-      print(f"[seed {i + 1}/{seeds}] baselines {methods} (baselines.seed={cfg.proto.baselines.seed})",
-            flush=True)
+      cfg = quality_lib.with_seeds(config, FLAGS.seed_offset + i)
+      print(f"[seed {i + 1}/{seeds}] baselines {methods} "
+            f"(baselines.seed={cfg.proto.baselines.seed})", flush=True)
       keras.backend.clear_session()
-      for m, r in run_baselines(cfg, os.path.join(work, f"seed{i}", "baselines"), tasks,
-                                methods, lambda msg: None, root_from=root_source).items():
+      for m, r in quality_lib.run_baselines(cfg, os.path.join(work, f"seed{i}", "baselines"),
+                                            tasks, methods, lambda msg: None,
+                                            root_from=root_source).items():
         print(f"  {m}: average test accuracy {np.mean(list(r['test'].values())):.4f}, "
               f"{r['params_per_task']:,.0f} params/task, {r['train_steps']:,} steps, "
               f"{r['train_seconds']:.0f}s", flush=True)
@@ -272,7 +166,7 @@ def main(argv):
   order += [m for m in runs if m not in order and not m.startswith("evolution@")]
   order += sorted((m for m in runs if m.startswith("evolution@")),
                   key=lambda m: float(m.split("@")[1]))
-  summary = {m: summarize(runs[m]) for m in order}
+  summary = {m: quality_lib.summarize(runs[m]) for m in order}
   print()
   munet = ev.parent_sampling == type(ev).MUNET
   print(format_tables(summary, bl.adapter_dim, "muNet" if munet else "µ2Net"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 from typing import Mapping
@@ -144,6 +145,9 @@ def _validate(proto: mtsys_pb2.SystemConfig, label: str, path: str) -> Config:
   if bl.replicas < 0:
     fail("baselines.replicas", "0 (one per child of a generation) or a positive count",
          bl.replicas)
+  if bl.learning_rate < 0 or not math.isfinite(bl.learning_rate):
+    fail("baselines.learning_rate", "0 (the search space's default learning_rate) or a positive "
+         "learning rate", bl.learning_rate)
   for i, m in enumerate(bl.methods):
     if m not in _BASELINE_METHODS:
       fail(f"baselines.methods[{i}]", f"one of {list(_BASELINE_METHODS)}", m)

@@ -243,7 +243,7 @@ class EvolutionConfig(_message.Message):
     def __init__(self, task_iterations: _Optional[int] = ..., generations: _Optional[int] = ..., children_per_generation: _Optional[int] = ..., epochs_per_child: _Optional[int] = ..., max_batches_per_epoch: _Optional[int] = ..., batch_size: _Optional[int] = ..., score: _Optional[_Union[ScoreConfig, _Mapping]] = ..., seed: _Optional[int] = ..., parent_sampling: _Optional[_Union[EvolutionConfig.ParentSampling, str]] = ..., mutation_probability: _Optional[_Union[EvolutionConfig.MutationProbability, str]] = ..., child_parallelism: _Optional[_Union[EvolutionConfig.ChildParallelism, str]] = ..., layer_addition: _Optional[_Union[EvolutionConfig.LayerAddition, str]] = ...) -> None: ...
 
 class BaselineConfig(_message.Message):
-    __slots__ = ("epochs", "max_batches_per_epoch", "batch_size", "adapter_dim", "methods", "seed", "replicas")
+    __slots__ = ("epochs", "max_batches_per_epoch", "batch_size", "adapter_dim", "methods", "seed", "replicas", "learning_rate")
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCHES_PER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +251,7 @@ class BaselineConfig(_message.Message):
     METHODS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     epochs: int
     max_batches_per_epoch: int
     batch_size: int
@@ -258,7 +259,8 @@ class BaselineConfig(_message.Message):
     methods: _containers.RepeatedScalarFieldContainer[str]
     seed: int
     replicas: int
-    def __init__(self, epochs: _Optional[int] = ..., max_batches_per_epoch: _Optional[int] = ..., batch_size: _Optional[int] = ..., adapter_dim: _Optional[int] = ..., methods: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., replicas: _Optional[int] = ...) -> None: ...
+    learning_rate: float
+    def __init__(self, epochs: _Optional[int] = ..., max_batches_per_epoch: _Optional[int] = ..., batch_size: _Optional[int] = ..., adapter_dim: _Optional[int] = ..., methods: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., replicas: _Optional[int] = ..., learning_rate: _Optional[float] = ...) -> None: ...
 
 class DistributionConfig(_message.Message):
     __slots__ = ("strategy", "tpu", "num_gpus")

@@ -117,6 +117,8 @@ def run(config: loader.Config, output_dir: str, *, methods: Optional[Sequence[st
       pass
   budget = trainer.Budget(bl.epochs, bl.max_batches_per_epoch, bl.batch_size)
   hparams = hp.defaults(config.search_space)
+  if bl.learning_rate:
+    hparams["learning_rate"] = float(bl.learning_rate)
   seed = int(bl.seed)
   faults = faults or mfaults.Injector()
 

@@ -26,6 +26,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
                     "rest_p50_ms", "rest_p99_ms", "grpc_overhead_ms", "rest_overhead_ms",
                     "failed_requests_during_swaps", "rss_growth_mb", "requests_fuzzed",
                     "server_alive_after_fuzz"]),
+    ("tuning.py", ["chosen_shape", "chosen_learning_rate", "wall_seconds"]),
 ])
 def test_quick_run_ends_with_one_json_object_of_figures(script, keys, tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -37,8 +38,14 @@ def test_quick_run_ends_with_one_json_object_of_figures(script, keys, tmp_path):
   figures = json.loads(lines[-1])
   for key in keys:
     assert key in figures, (key, sorted(figures))
-    if key != "best_baseline":
+    if key in ("best_baseline", "chosen_shape"):
+      assert isinstance(figures[key], str) and figures[key], (key, figures)
+    elif key == "chosen_learning_rate":
+      assert figures[key] and all(isinstance(v, float) for v in figures[key].values()), figures
+    else:
       assert isinstance(figures[key], (int, float)) and math.isfinite(figures[key]), (key, figures)
+  if script == "tuning.py":
+    assert figures["chosen_shape"] in figures["shapes"], figures
   if script == "quality.py":
     assert figures["best_baseline"] in figures["methods"], (figures["best_baseline"],
                                                             sorted(figures["methods"]))

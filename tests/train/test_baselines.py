@@ -54,3 +54,33 @@ def test_replicas_default_to_the_children_per_generation_and_the_best_is_kept(tm
 
 def test_one_replica_when_the_config_says_so(tmp_path):
   assert baselines.replica_count(_config(tmp_path, replicas=1)) == 1
+
+
+def test_the_baselines_learning_rate_overrides_the_search_space_default(tmp_path, monkeypatch):
+  config = _config(tmp_path, replicas=1)
+  config.proto.baselines.learning_rate = 0.005
+  seen = []
+  real = trainer.train_path
+
+  def recording(planned, data, hparams, *args, **kwargs):
+    seen.append(hparams["learning_rate"])
+    return real(planned, data, hparams, *args, **kwargs)
+
+  monkeypatch.setattr(trainer, "train_path", recording)
+  baselines.run(config, str(tmp_path / "out"), log=lambda m: None)
+  assert seen == [0.005]
+  path = mstore.Store.open(str(tmp_path / "out" / "multi_head")).read_path("a")
+  assert path.hparams["learning_rate"].number == 0.005  # recorded with the path
+
+
+def test_a_negative_learning_rate_is_refused_naming_the_field(tmp_path):
+  npz = testing.write_band_npz(str(tmp_path), "a", 0, n=90)
+  with pytest.raises(loader.ConfigError, match=r"baselines\.learning_rate: expected 0 \(the "
+                     r"search space's default learning_rate\) or a positive learning rate, "
+                     r"got -0\.1"):
+    loader.parse(f"""
+    root {{ vit: "tiny/4" image_size: 8 channels: 1 num_blocks: 1 seed: 5 }}
+    baselines {{ learning_rate: -0.1 }}
+    task {{ name: "a" num_classes: 3 files {{ npz: "{npz}" validation_fraction: 0.2
+           test_fraction: 0.2 }} }}
+    """)
