@@ -33,20 +33,12 @@ flags.mark_flags_as_required(["config", "output_dir"])
 def main(argv):
   del argv
   config = loader.load(FLAGS.config)
-  from mtsys.train import baselines  # Heavy (TensorFlow) imports after flag parsing.
-  from mtsys.train import strategy as mstrategy
-  if FLAGS.cpu_devices:
-    mstrategy.split_cpu(FLAGS.cpu_devices)
-  strategy = mstrategy.make_strategy(common.distribution(config))
-  results = baselines.run(config, FLAGS.output_dir, methods=FLAGS.methods, tasks=FLAGS.tasks,
-                          strategy=strategy, verbose=FLAGS.verbose,
-                          faults=common.fault_injector())
-  print()
-  print(f"Baselines on '{config.name}' ({len({r.task for r in results})} tasks):")
-  print(baselines.format_table(results))
-  if FLAGS.results_json:
-    common.write_json(FLAGS.results_json, [r.to_json() for r in results])
-    print(f"Results written to {FLAGS.results_json}")
+  from mtsys.jobs import baselines  # Heavy (TensorFlow) imports after flag parsing.
+  options = baselines.Options(
+      output_dir=FLAGS.output_dir, distribution=common.distribution(config),
+      cpu_devices=FLAGS.cpu_devices, tasks=FLAGS.tasks, methods=FLAGS.methods,
+      verbose=FLAGS.verbose, results_json=FLAGS.results_json)
+  baselines.run(config, options, faults=common.fault_injector(), out=common.say)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ Only `bin/` defines flags; these helpers turn them into the library's arguments.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -69,12 +68,6 @@ def run(main) -> None:
       print(f"Error: {e}", file=sys.stderr)
       sys.exit(2)
   app.run(guarded)
-
-
-def write_json(path: str, payload) -> None:
-  """Writes JSON atomically (temporary file, then rename) so readers never see half a file."""
-  from mtsys.system import fileio  # Imported late: keeps --help fast.
-  fileio.write_json(path, payload)
 
 
 def say(line: str) -> None:

@@ -295,7 +295,8 @@ def version_not_numeric(version: str) -> ServingError:
 
 
 # The remaining REST request messages (JSON parsing and JSON <-> tensor conversion) are built in
-# serving/json_tensor.py, next to the rules they report, after util/json_tensor.cc.
+# serving/json_tensor.py and serving/json_response.py, next to the rules they report, after
+# util/json_tensor.cc.
 
 # --- Config --------------------------------------------------------------------------------------
 

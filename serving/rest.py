@@ -2,10 +2,11 @@
 
 `RestHandler.process()` is model_servers/http_rest_api_handler.cc's ProcessRequest(): it maps a
 method, raw path and body to (HTTP status, JSON body), with the URL grammar of
-http_rest_api_util.cc and the JSON formats of serving/json_tensor.py. `RestServer` runs it behind
-aiohttp (no hand-written HTTP; aiohttp sets TCP_NODELAY on every connection, so small responses
-are not held back by Nagle's algorithm) on its own event-loop thread, and runs the handler on a
-thread pool so a slow model does not block other connections.
+http_rest_api_util.cc and the JSON formats of serving/json_tensor.py (requests) and
+serving/json_response.py (responses). `RestServer` runs it behind aiohttp (no hand-written HTTP;
+aiohttp sets TCP_NODELAY on every connection, so small responses are not held back by Nagle's
+algorithm) on its own event-loop thread, and runs the handler on a thread pool so a slow model
+does not block other connections.
 
 Every error body is {"error": message} with TF Serving's code -> HTTP mapping (errors.py).
 """
@@ -28,6 +29,7 @@ from tensorflow_serving.apis import model_pb2
 from serving import errors
 from serving import grpc_service
 from serving import json_example
+from serving import json_response
 from serving import json_tensor
 from serving import manager as manager_lib
 
@@ -53,10 +55,10 @@ class RestHandler:
     try:
       return 200, self._dispatch(method, path, body)
     except errors.ServingError as e:
-      return errors.http_status(e.code), json_tensor.error_json(e.message)
+      return errors.http_status(e.code), json_response.error_json(e.message)
     except Exception as e:  # pylint: disable=broad-except
       logging.exception("Internal error processing %s %s", method, path)
-      return 500, json_tensor.error_json(f"{type(e).__name__}: {e}")
+      return 500, json_response.error_json(f"{type(e).__name__}: {e}")
 
   def _dispatch(self, method: str, path: str, body: bytes) -> str:
     malformed = errors.malformed_request(method, path)
@@ -113,7 +115,7 @@ class RestHandler:
       arrays, fmt = json_tensor.predict_inputs(doc, input_dtypes, signature_name, fast=fast)
       signature = servable.predict_signature(signature_name)
       outputs = servable.run_arrays(signature, arrays)
-    return json_tensor.outputs_to_json(outputs, fmt)
+    return json_response.outputs_to_json(outputs, fmt)
 
   def _classify(self, spec: model_pb2.ModelSpec, body: bytes) -> str:
     """ProcessClassifyRequest()."""
@@ -124,7 +126,7 @@ class RestHandler:
     json_example.classify_input(doc, request.input)
     with self._manager.servable(request.model_spec) as servable:
       response = servable.classify(request)
-    return json_tensor.classification_to_json(response.result)
+    return json_response.classification_to_json(response.result)
 
   def _metadata(self, spec: model_pb2.ModelSpec) -> str:
     """ProcessModelMetadataRequest() + ToJsonString(GetModelMetadataResponse)."""
@@ -169,7 +171,7 @@ class RestServer:
     try:
       status, text = await asyncio.wait_for(future, self._timeout)
     except asyncio.TimeoutError:
-      status, text = 504, json_tensor.error_json("Timed out waiting for notification")
+      status, text = 504, json_response.error_json("Timed out waiting for notification")
     return web.Response(status=status, body=text.encode("utf-8", "surrogateescape"),
                         content_type="application/json")
 
@@ -179,7 +181,7 @@ class RestServer:
       return web.Response(status=200, content_type="application/json")
     return web.Response(
         status=400, content_type="application/json",
-        text=json_tensor.error_json("Origin header is missing in CORS preflight"))
+        text=json_response.error_json("Origin header is missing in CORS preflight"))
 
   async def _start(self) -> int:
     app = web.Application(client_max_size=1 << 31)

@@ -28,10 +28,10 @@ from mtsys import errors
 from mtsys import faults as mfaults
 from mtsys.config import hparams as hp
 from mtsys.config import loader
-from mtsys.evolution import access as maccess
 from mtsys.evolution import mutations
+from mtsys.evolution import preflight
 from mtsys.evolution import sampling
-from mtsys.evolution import scoring
+from mtsys.evolution import sharing
 from mtsys.protos import mtsys_pb2
 from mtsys.system import assembly
 from mtsys.system import compat
@@ -77,54 +77,6 @@ class Timing:
     return 0.0 if self.total <= 0 else max(0.0, self.total - self.training) / self.total
 
 
-def load_tasks(config: loader.Config, names: Sequence[str]) -> dict:
-  """Loads and checks the data of `names` (unknown names, bad data, bad image sizes raise).
-
-  Call before touching a store, so bad input fails before any work starts.
-  """
-  out = {}
-  for name in names:
-    spec = config.task(name)
-    mdata.check_image_size(spec.name, config.proto.root.image_size, config.arch.patch_size)
-    out[name] = mdata.load_task(spec)
-  return out
-
-
-def preflight(config: loader.Config, system_dir: str, names: Sequence[str],
-              fork_from: Optional[str] = None,
-              readd: Sequence[str] = ()) -> tuple[dict, Optional[mstore.Store]]:
-  """Checks everything a run needs before its first write to `system_dir`.
-
-  The tasks' data (shapes, labels, splits), the system directory's compatibility with `config`,
-  and the root's source (a pretraining task's data, no unsupported checkpoint) when the system
-  does not hold the root yet. A failed check leaves the directory exactly as it was. With
-  `fork_from`, the system to fork must exist and be compatible too (it holds the root the fork
-  will read). A task the system records as removed may only run when named in `readd`.
-
-  Returns:
-    The tasks' data by name, and the existing system's store (None for a new system).
-  """
-  task_data = load_tasks(config, names)
-  try:
-    existing = mstore.Store.open(system_dir)
-  except mstore.SystemNotFoundError:
-    existing = None
-  if existing is not None:
-    check_compatible(existing.read_state().config, config)
-    removed = set(existing.removed_tasks())
-    for name in names:
-      if name in removed and name not in readd:
-        raise errors.IncompatibleSystemError(
-            f"Task '{name}' was removed from this system (--remove_task={name}) but the config "
-            f"still lists it. Remove it from the config (or run other tasks with --tasks), or "
-            f"pass --readd_task={name} to evolve it again from scratch.")
-  source = mstore.Store.open(fork_from) if fork_from else None
-  if source is not None:
-    check_compatible(source.read_state().config, config)
-  pretrain.check_root_source(config, [existing, source])
-  return task_data, existing
-
-
 # Kept here too: callers have always found it in the loop.
 check_compatible = compat.check_compatible
 
@@ -165,11 +117,9 @@ class Evolver:
       raise errors.MissingComponentError(
           f"The system at {store.root} has no complete root (missing {missing}): make it first "
           "with mtsys.train.pretrain.ensure_root (or use Evolver.with_root).")
-    root = [store.read_component_spec(c) for c in self.root_ids]
-    self.root_params = sum(spec.param_count for spec in root)
-    self.root_flops = max(1, sum(spec.flops for spec in root))
-    # (component ids, image size) -> FLOPs of the path there.
-    self._flops: dict = {}
+    # Who shares what, locks, access and scores (`mtsys.evolution.sharing`).
+    self.sharing = sharing.Sharing(config, self.source,
+                                   [store.read_component_spec(c) for c in self.root_ids])
 
   @classmethod
   def with_root(cls, config: loader.Config, store: mstore.Store, **kwargs) -> "Evolver":
@@ -182,7 +132,7 @@ class Evolver:
   # ------------------------------------------------------------------ set-up
   def task_data(self, name: str) -> "mdata.TaskData":
     if name not in self._task_data:
-      self._task_data.update(load_tasks(self.config, [name]))
+      self._task_data.update(preflight.load_tasks(self.config, [name]))
     return self._task_data[name]
 
   def check_tasks(self, tasks: Sequence[str]) -> None:
@@ -234,12 +184,9 @@ class Evolver:
     spec = self.config.task(task)
     seeds = [self._root_path()]
     for other, path in sorted(self.store.paths().items()):
-      if other != task and self._allowed(path, spec):
+      if other != task and self.sharing.allowed(path, spec):
         seeds.append(path)
     return seeds
-
-  def _allowed(self, path: mtsys_pb2.PathSpec, task: mtsys_pb2.TaskSpec) -> bool:
-    return maccess.path_allowed(path.component_ids, _SpecView(self.source), task)
 
   # ---------------------------------------------------------- active phase
   def _active_phase(self, state: mtsys_pb2.EvolutionState) -> None:
@@ -256,24 +203,24 @@ class Evolver:
     task_index = [t.name for t in self.config.tasks].index(task.name)
     rng = np.random.default_rng([int(self.ev.seed), iteration, task_index, gen])
     system = self.store.paths()
-    users = self._users(system, task.name)
-    locked = self._locked(system, task.name)
+    users = self.sharing.users(system, task.name)
+    locked = self.sharing.locked(system, task.name)
     others = [p for t, p in sorted(system.items())
-              if t != task.name and self._allowed(p, task)] + [self._root_path()]
+              if t != task.name and self.sharing.allowed(p, task)] + [self._root_path()]
     # Scores follow the current sharing: recomputed for every comparison, never cached.
-    population = [self._rescored(p, task.name, users) for p in state.population]
+    population = [self.sharing.rescored(p, task.name, users) for p in state.population]
     munet = self.ev.parent_sampling == _EV.MUNET
     if munet:
       current = system.get(task.name)
       seeds = [p for p in population
                if p.task != task.name or (current is not None and p.id == current.id)]
       active = [p for p in population if p.task == task.name]
-      usable = [p for t, p in sorted(system.items()) if self._allowed(p, task)]
+      usable = [p for t, p in sorted(system.items()) if self.sharing.allowed(p, task)]
       usable.append(self._root_path())
 
     children = []
     for _ in range(self.ev.children_per_generation):
-      counts = self._counts(state, task.name)
+      counts = sampling.selection_counts(state.selections, task.name)
       if munet:
         parent, seed = sampling.sample_munet(seeds, active, usable, counts, rng)
       else:
@@ -293,9 +240,9 @@ class Evolver:
       state.children_trained += 1
       state.train_steps += result.total_steps
       specs = [p.spec for p in child.planned]
-      sc, accounted, flops = self._score(result.validation_accuracy, specs,
-                                         child.hparams["image_size"], task.name, users)
-      parent_score = (self._rescored(child.parent, task.name, users).score
+      sc, accounted, flops = self.sharing.score(result.validation_accuracy, specs,
+                                                child.hparams["image_size"], task.name, users)
+      parent_score = (self.sharing.rescored(child.parent, task.name, users).score
                       if child.parent.task == task.name else -math.inf)
       # µ2Net keeps a child that is at least as good as its parent; muNet one that is better.
       kept = sc > parent_score if munet else sc >= parent_score
@@ -321,52 +268,7 @@ class Evolver:
     state.generations_done = gen + 1
     self.store.write_evolution_state(state)
 
-  # ------------------------------------------------------------ bookkeeping
-  @staticmethod
-  def _users(system: Mapping[str, mtsys_pb2.PathSpec], task: str) -> dict:
-    """component id -> the other tasks using it. The active task's own path is left out: the
-    task always counts itself, and its path changes at the end of the phase, which must not
-    change the scores the end compares (a rerun after a kill there must pick the same path)."""
-    return scoring.users_by_component({t: p for t, p in system.items() if t != task})
-
-  def _locked(self, system: Mapping[str, mtsys_pb2.PathSpec], task: str):
-    """The reference's locks: what another task's path or the root uses stays frozen."""
-    held = set(self.root_ids)
-    for other, path in system.items():
-      if other != task:
-        held.update(path.component_ids)
-    return held.__contains__
-
-  def _score(self, quality: float, specs, image_size, task: str, users) -> tuple:
-    """(score, accounted parameters, FLOPs) of a path for `task` under the current sharing."""
-    ids = [s.id for s in specs]
-    accounted = scoring.accounted_params(ids, {s.id: s for s in specs}, task, users)
-    key = (tuple(ids), int(image_size))
-    if key not in self._flops:
-      self._flops[key] = scoring.path_flops(specs, int(image_size),
-                                            self.config.proto.root.channels)
-    flops = self._flops[key]
-    sc = scoring.score(quality, accounted, self.root_params, self.ev.score.scale_factor, flops,
-                       self.root_flops, self.ev.score.flops_factor)
-    return sc, accounted, flops
-
-  def _rescored(self, path: mtsys_pb2.PathSpec, task: str, users) -> mtsys_pb2.PathSpec:
-    """A copy of the task's own `path` scored with the current sharing (others: unchanged)."""
-    if path.task != task:
-      return path
-    specs = [self.source.spec(c) for c in path.component_ids]
-    size = mpaths.hparams_from_proto(path.hparams).get("image_size",
-                                                       self.config.proto.root.image_size)
-    out = mtsys_pb2.PathSpec()
-    out.CopyFrom(path)
-    out.score = self._score(path.metrics.validation_accuracy, specs, size, task, users)[0]
-    return out
-
-  def _counts(self, state, task: str) -> dict:
-    """path id -> #selections(path, task) (see `sampling`)."""
-    prefix = sampling.selection_key(task, "")
-    return {k[len(prefix):]: v for k, v in state.selections.items() if k.startswith(prefix)}
-
+  # ----------------------------------------------------------- phase steps
   def _reset_phase(self, state, task: str) -> None:
     """Starts (or, with "", ends) an active phase. µ2Net's #selections(m, t) accumulate across
     a task's phases (only counts of paths still in the system are kept); muNet's restart."""
@@ -414,11 +316,11 @@ class Evolver:
       raise errors.TrainingError(
           f"Task '{task.name}': no child was kept in this active phase (every child failed to "
           "beat an empty parent); check the task's data and the search space's learning rates.")
-    users = self._users(self.store.paths(), task.name)
+    users = self.sharing.users(self.store.paths(), task.name)
     # A rerun after a kill midway through this end may find paths whose components it already
     # deleted: they were not the best (the best path is written before anything is deleted).
     own = [p for p in own if all(self.store.has_component(c) for c in p.component_ids)]
-    best = max((self._rescored(p, task.name, users) for p in own), key=lambda p: p.score)
+    best = max((self.sharing.rescored(p, task.name, users) for p in own), key=lambda p: p.score)
     best_copy = mtsys_pb2.PathSpec()
     stored = self.store.read_path(task.name)
     if stored is not None and stored.id == best.id:
@@ -455,18 +357,3 @@ class Evolver:
              f"{best.metrics.validation_accuracy:.4f}, test {best_copy.metrics.test_accuracy:.4f}, "
              f"{len(best.component_ids)} components")
 
-
-class _SpecView(Mapping):
-  """A read-only mapping id -> ComponentSpec over a ComponentSource."""
-
-  def __init__(self, source: component_source.ComponentSource):
-    self._source = source
-
-  def __getitem__(self, cid):
-    return self._source.spec(cid)
-
-  def __iter__(self):
-    raise TypeError("not iterable")
-
-  def __len__(self):
-    raise TypeError("no length")

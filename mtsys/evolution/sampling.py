@@ -29,6 +29,12 @@ def selection_key(task: str, path_id: str) -> str:
   return f"{task}|{path_id}"
 
 
+def selection_counts(selections: Mapping[str, int], task: str) -> dict[str, int]:
+  """path id -> #selections(path, task), from `EvolutionState.selections`."""
+  prefix = selection_key(task, "")
+  return {k[len(prefix):]: v for k, v in selections.items() if k.startswith(prefix)}
+
+
 def _accept(path: mtsys_pb2.PathSpec, selections: Mapping[str, int],
             rng: np.random.Generator) -> bool:
   return rng.random() < 0.5 ** selections.get(path.id, 0)

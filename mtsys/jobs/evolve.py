@@ -1,8 +1,9 @@
 """The evolution job behind `bin/evolve.py`: check, lock, clean up, evolve, report, export.
 
-Order of a run (each step before the next; see `mtsys.system.store` for the store's protocol):
+Order of a run (each step before the next; the store's protocol: `mtsys.system.store`,
+`mtsys.system.recovery`):
 
-1. Every check (`loop.preflight`): config, every task's and the pretraining task's data, the root
+1. Every check (`preflight.check`): config, every task's and the pretraining task's data, the root
    source, the system directory's and a fork source's compatibility, removed tasks. A failure
    here leaves the directory exactly as it was.
 2. The run lock (`mtsys.system.lock`), held to the end: a second run stops at once.
@@ -86,6 +87,7 @@ def run(config: loader.Config, options: Options, *,
     return []
   from mtsys.evolution import accounting  # Heavy (TensorFlow) imports.
   from mtsys.evolution import loop
+  from mtsys.evolution import preflight
   from mtsys.system import admin
   from mtsys.system import lock
   from mtsys.system import store as mstore
@@ -95,8 +97,8 @@ def run(config: loader.Config, options: Options, *,
     mstrategy.split_cpu(options.cpu_devices)
   system_dir = options.system_dir
   names = list(options.tasks or [t.name for t in config.tasks])
-  task_data, existing = loop.preflight(config, system_dir, names, fork_from=options.fork_from,
-                                       readd=options.readd_task)
+  task_data, existing = preflight.check(config, system_dir, names, fork_from=options.fork_from,
+                                        readd=options.readd_task)
   with lock.acquire(system_dir):  # held until the run ends (kill -9 frees it too)
     if options.fork_from and admin.is_fork_of(system_dir, options.fork_from):
       # Rerunning the same command continues the fork, as any rerun continues a run.

@@ -8,7 +8,8 @@ component they use, so no other task's predictions change.
 
 A fork is a cheap copy of a system: its own `system.pb`, paths and evolution state, but no
 component files; it reads the (write-once) components it does not hold from its sources (see
-`mtsys.system.store`). Run these operations while no evolution or agent writes to the system.
+`mtsys.system.component_files`). Run these operations while no evolution or agent writes to the
+system.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mtsys import errors
 from mtsys import faults as mfaults
 from mtsys.protos import mtsys_pb2
 from mtsys.system import lock as mlock
+from mtsys.system import recovery
 from mtsys.system import root as mroot
 from mtsys.system import store as mstore
 
@@ -191,12 +193,12 @@ def fork(src_root: str, dst_root: str,
   src = mstore.Store.open(src_root)
   if mstore.normalize_root(src_root) == mstore.normalize_root(dst_root):
     raise errors.IncompatibleSystemError(f"Cannot fork {src_root} into itself.")
-  if not mstore.Store.is_unfinished_create(dst_root, allowed=[mlock.LOCK_FILE]):
+  if not recovery.is_unfinished_create(dst_root, allowed=[mlock.LOCK_FILE]):
     raise errors.IncompatibleSystemError(
         f"Cannot fork into {dst_root}: it exists and is not empty.")
   faults = faults or mfaults.Injector()
   with faults.phase_of(mfaults.FORK):
-    mstore.Store(dst_root, faults).discard_unfinished_create()
+    recovery.discard_unfinished_create(dst_root, faults)
     state = src.read_state()
     sources = [mstore.normalize_root(src.root)] + src.component_sources
     return mstore.Store.create(dst_root, state.config, component_sources=sources, faults=faults,

@@ -27,6 +27,11 @@ OBJECT_STORE_SCHEMES = ("gs://", "s3://")
 TMP_MARK = ".tmp-"
 
 
+def join(*parts: str) -> str:
+  """`parts` joined by "/" (each one's trailing "/" dropped): local paths and URLs alike."""
+  return "/".join(p.rstrip("/") for p in parts)
+
+
 def read(path: str) -> bytes:
   """The file's bytes; CorruptFileError when it is missing, StoreAccessError when unreadable."""
   try:

@@ -12,7 +12,7 @@ and adds m to w. With a constant learning rate the two are the same optimizer (m
 a schedule they are not, and at the end of a cosine schedule (lr -> 0) Keras' velocity is about
 zero. A cloned component carries its optimizer slots into its child as the starting momentum, so
 `TraceSGD` keeps the trace: its slots are what `optimizer.npz` stores (`ComponentSpec`'s
-`optimizer_slots_kind` LR_FREE_TRACE, see `mtsys.system.store`).
+`optimizer_slots_kind` LR_FREE_TRACE, see `mtsys.system.component_files`).
 
 The rest of the recipe is Steiner et al.'s ViT fine-tuning as used by muNet/µ2Net: a cosine
 schedule with linear warm-up (or "constant" after warm-up, or SGDR "restarts"), global-norm

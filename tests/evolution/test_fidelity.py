@@ -48,7 +48,7 @@ def test_own_lineage_components_are_cloned_and_other_tasks_stay_frozen(two_tasks
   config, store, evolver, _ = two_tasks
   a = store.read_path("a")
   system = store.paths()
-  locked = evolver._locked(system, "b")  # pylint: disable=protected-access
+  locked = evolver.sharing.locked(system, "b")
   # From b's point of view a's components and the root are locked; nothing else is.
   assert all(locked(c) for c in a.component_ids)
   own = [c for c in store.read_path("b").component_ids if not locked(c)]
@@ -80,15 +80,15 @@ def test_scores_follow_the_current_sharing(two_tasks):
   original = evolver.ev.score.scale_factor
   evolver.ev.score.scale_factor = 0.3
   try:
-    lone = evolver._rescored(a, "a", alone).score  # pylint: disable=protected-access
-    both = evolver._rescored(a, "a", shared).score  # pylint: disable=protected-access
+    lone = evolver.sharing.rescored(a, "a", alone).score
+    both = evolver.sharing.rescored(a, "a", shared).score
   finally:
     evolver.ev.score.scale_factor = original
   assert both > lone  # half the parameters are accounted to the other task
   q = a.metrics.validation_accuracy
   params = sum(store.read_component_spec(c).param_count for c in a.component_ids)
-  assert lone == pytest.approx(q * 0.3 ** (params / evolver.root_params))
-  assert both == pytest.approx(q * 0.3 ** (params / 2 / evolver.root_params))
+  assert lone == pytest.approx(q * 0.3 ** (params / evolver.sharing.root_params))
+  assert both == pytest.approx(q * 0.3 ** (params / 2 / evolver.sharing.root_params))
 
 
 def test_flops_are_counted_at_the_paths_image_size(two_tasks):

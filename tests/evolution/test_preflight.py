@@ -10,7 +10,7 @@ import pytest
 from mtsys import errors
 from mtsys import testing
 from mtsys.config import loader
-from mtsys.evolution import loop
+from mtsys.evolution import preflight
 from mtsys.system import synthetic
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,14 +32,14 @@ def test_checkpoint_root_fails_before_the_system_exists(tmp_path):
   config = loader.parse(_config(tmp_path, 'checkpoint: "/ckpt/vit"'))
   with pytest.raises(errors.ConfigError, match=r"root.checkpoint='/ckpt/vit': loading pretrained "
                                                r"checkpoints is not supported yet"):
-    loop.preflight(config, str(tmp_path / "system"), ["t"])
+    preflight.check(config, str(tmp_path / "system"), ["t"])
   assert not (tmp_path / "system").exists()
 
 
 def test_bad_pretraining_data_fails_before_the_system_exists(tmp_path):
   config = loader.parse(_config(tmp_path, pretrain_npz=str(tmp_path / "missing.npz")))
   with pytest.raises(errors.DataFileNotFoundError, match=r"Task 'pre': file not found"):
-    loop.preflight(config, str(tmp_path / "system"), ["t"])
+    preflight.check(config, str(tmp_path / "system"), ["t"])
   assert not (tmp_path / "system").exists()
 
 
@@ -49,8 +49,8 @@ def test_a_system_that_holds_the_root_needs_no_root_source(tmp_path):
   with_checkpoint = loader.parse(_config(tmp_path, 'checkpoint: "/ckpt/vit"'))
   # The root config differs, so the stored system is incompatible: said before any write.
   with pytest.raises(errors.IncompatibleSystemError, match="The system was made with root"):
-    loop.preflight(with_checkpoint, str(tmp_path / "system"), ["t"])
-  task_data, existing = loop.preflight(config, str(tmp_path / "system"), ["t"])
+    preflight.check(with_checkpoint, str(tmp_path / "system"), ["t"])
+  task_data, existing = preflight.check(config, str(tmp_path / "system"), ["t"])
   assert existing is not None and sorted(task_data) == ["t"]
 
 
@@ -81,6 +81,6 @@ def test_removed_tasks_stay_removed_unless_readded(tmp_path):
                      match=r"^Task 'u' was removed from this system \(--remove_task=u\) but the "
                            r"config still lists it\. .* pass --readd_task=u to evolve it again "
                            r"from scratch\.$"):
-    loop.preflight(config, str(tmp_path / "system"), ["t", "u"])
-  loop.preflight(config, str(tmp_path / "system"), ["t"])
-  loop.preflight(config, str(tmp_path / "system"), ["t", "u"], readd=["u"])
+    preflight.check(config, str(tmp_path / "system"), ["t", "u"])
+  preflight.check(config, str(tmp_path / "system"), ["t"])
+  preflight.check(config, str(tmp_path / "system"), ["t", "u"], readd=["u"])

@@ -1,5 +1,5 @@
-"""Unit tests of the REST JSON rules (serving/json_tensor.py) and TensorProto parsing
-(serving/tensors.py), without a server."""
+"""Unit tests of the REST JSON rules (serving/json_tensor.py, serving/json_response.py) and
+TensorProto parsing (serving/tensors.py), without a server."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
 from serving import errors
+from serving import json_response
 from serving import json_tensor
 from serving import tensors
 
@@ -42,7 +43,7 @@ def test_debug_string_is_cut_after_256_bytes():
     (float("nan"), np.float32, "NaN"), (float("-inf"), np.float32, "-Infinity"),
 ])
 def test_write_decimal(value, np_type, text):
-  assert json_tensor.write_decimal(float(value), np_type) == text
+  assert json_response.write_decimal(float(value), np_type) == text
 
 
 def test_row_and_columnar_conversion():
@@ -72,13 +73,14 @@ def test_row_and_columnar_conversion():
 
 def test_outputs_to_json():
   outputs = {"a_bytes": np.array([b"\x00"], dtype=object), "y": np.float32([0.1])}
-  assert json_tensor.outputs_to_json(outputs, json_tensor.Format.ROW) == (
+  assert json_response.outputs_to_json(outputs, json_tensor.Format.ROW) == (
       '{"predictions": [{"a_bytes": {"b64": "AA=="}, "y": 0.1}]}')
-  assert json_tensor.outputs_to_json({"y": np.float32([[1, 2]])}, json_tensor.Format.COLUMNAR) == (
+  assert json_response.outputs_to_json({"y": np.float32([[1, 2]])},
+                                       json_tensor.Format.COLUMNAR) == (
       '{"outputs": [[1.0, 2.0]]}')
   with pytest.raises(errors.ServingError) as raised:
-    json_tensor.outputs_to_json({"a": np.float32([1]), "b": np.float32([1, 2])},
-                                json_tensor.Format.ROW)
+    json_response.outputs_to_json({"a": np.float32([1]), "b": np.float32([1, 2])},
+                                  json_tensor.Format.ROW)
   assert raised.value.message == "Tensor name: b has inconsistent batch size: 2 expecting: 1"
 
 
