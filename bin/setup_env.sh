@@ -5,6 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${1:-${PYTHON:-python3}}
+# Graphviz's `dot` draws the inspector's pictures (bin/inspect_system.py graph/flow; its tests
+# need it). Installed when missing and we can (root with apt-get); otherwise a note says how.
+if ! command -v dot >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "Installing Graphviz (apt-get install graphviz)..." >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz; } >&2
+  else
+    echo "Note: Graphviz's dot is missing; install it (sudo apt-get install graphviz) to draw" \
+      "pictures with bin/inspect_system.py and to run tests/inspect." >&2
+  fi
+fi
 stamp=.venv/.mtsys-requirements.sha256
 want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/python ]; then
