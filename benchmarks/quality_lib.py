@@ -69,6 +69,8 @@ def run_evolution(config, directory: str, tasks, task_data, log, root_from=None)
       "train_seconds": evolver.timing.training,
       "wall_seconds": wall,
       "bookkeeping_share": evolver.timing.bookkeeping_share,
+      # Of the bookkeeping: writing the history and TensorBoard events (mtsys.evolution.events).
+      "recording_share": evolver.timing.recording_share,
   }
 
 
@@ -116,5 +118,6 @@ def summarize(runs) -> dict:
   }
   if "bookkeeping_share" in runs[0]:
     out["bookkeeping_share"] = float(np.mean([r["bookkeeping_share"] for r in runs]))
+    out["recording_share"] = float(np.mean([r["recording_share"] for r in runs]))
     out["wall_seconds"] = float(np.mean([r["wall_seconds"] for r in runs]))
   return out

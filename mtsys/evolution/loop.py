@@ -28,6 +28,7 @@ from mtsys import errors
 from mtsys import faults as mfaults
 from mtsys.config import hparams as hp
 from mtsys.config import loader
+from mtsys.evolution import events
 from mtsys.evolution import mutations
 from mtsys.evolution import preflight
 from mtsys.evolution import sampling
@@ -47,34 +48,26 @@ ROOT_PATH_ID = "root"
 _EV = mtsys_pb2.EvolutionConfig
 
 
-@dataclasses.dataclass
-class ChildReport:
-  """One trained child, for progress displays."""
-
-  task: str
-  task_iteration: int
-  generation: int
-  index: int
-  parent_id: str
-  mutations: list
-  validation_accuracy: float
-  score: float
-  parent_score: float
-  kept: bool
-  best_score: float
-  seconds: float
+# One trained child, for progress displays (`mtsys.evolution.events`).
+ChildReport = events.ChildReport
 
 
 @dataclasses.dataclass
 class Timing:
-  """Wall time of the loop: training and evaluating children vs. everything else."""
+  """Wall time of the loop: training and evaluating children vs. everything else (bookkeeping),
+  of which `recording` went to the history and TensorBoard events (`mtsys.evolution.events`)."""
 
   total: float = 0.0
   training: float = 0.0
+  recording: float = 0.0
 
   @property
   def bookkeeping_share(self) -> float:
     return 0.0 if self.total <= 0 else max(0.0, self.total - self.training) / self.total
+
+  @property
+  def recording_share(self) -> float:
+    return 0.0 if self.total <= 0 else self.recording / self.total
 
 
 # Kept here too: callers have always found it in the loop.
@@ -89,7 +82,9 @@ class Evolver:
                devices: Optional[Sequence[str]] = None, author: str = "evolve",
                on_child: Callable[[ChildReport], None] = lambda r: None,
                log: Callable[[str], None] = print,
-               task_data: Optional[Mapping[str, "mdata.TaskData"]] = None):
+               task_data: Optional[Mapping[str, "mdata.TaskData"]] = None,
+               tensorboard: bool = True):
+    """`tensorboard`: also write TensorBoard events (the history is always written)."""
     self.config = config
     self.store = store
     self.ev = config.proto.evolution
@@ -98,11 +93,12 @@ class Evolver:
     self.author = author
     self.on_child = on_child
     self.log = log
-    self.space = dict(config.search_space)
-    if self.ev.mutation_probability == _EV.PER_ACTION:
-      self.space = mutations.per_action_space(self.space)
+    self.space = mutations.mutation_space(config.search_space, self.ev.mutation_probability,
+                                          config.arch.num_layers)
     self.source = component_source.ComponentSource(store)
     self.timing = Timing()
+    # Writes a history record per child and TensorBoard events (`mtsys.evolution.events`).
+    self.recorder = events.Recorder(store, author, tensorboard=tensorboard)
     self._task_data: dict[str, mdata.TaskData] = dict(task_data or {})
     # Children of a generation mostly share their structure with earlier children: reusing their
     # compiled models (and the frozen prefix's validation features) keeps a child's fixed cost
@@ -177,6 +173,7 @@ class Evolver:
         state.population.extend(self._munet_seeds(state.task, current))
       self.store.write_evolution_state(state)
     self.timing.total += time.perf_counter() - start
+    self.timing.recording = self.recorder.seconds
     return state
 
   def _munet_seeds(self, task: str, current) -> list:
@@ -246,6 +243,7 @@ class Evolver:
                       if child.parent.task == task.name else -math.inf)
       # µ2Net keeps a child that is at least as good as its parent; muNet one that is better.
       kept = sc > parent_score if munet else sc >= parent_score
+      path_id = mroot.new_component_id(task.name, "path")  # pruned children's too (history)
       if kept:
         trained = mpaths.Trained(result.weights, result.optimizer_slots, result.best_steps)
         for spec in mpaths.write_components(self.store, task.name, child.planned, trained):
@@ -257,14 +255,19 @@ class Evolver:
             total_params=sum(p.spec.param_count for p in planned), flops=flops,
             train_steps=result.total_steps, train_seconds=result.train_seconds)
         path = mpaths.make_path(
-            task.name, planned, path_id=f"{mroot.new_component_id(task.name, 'path')}",
+            task.name, planned, path_id=path_id,
             hparams=child.hparams, metrics=metrics, score=sc, parent_id=child.parent.id,
             generation=gen, author=self.author)
         state.population.append(path)
         best = max(best, sc)
-      self.on_child(ChildReport(task.name, iteration, gen, i, child.parent.id, child.mutations,
-                                result.validation_accuracy, sc, parent_score, kept, best,
-                                seconds))
+      self.on_child(events.child_report(self.recorder.child(
+          task.name, iteration, gen, i, child, result, seconds=seconds,
+          sequence=state.children_trained, path_id=path_id, score=sc,
+          parent_score=parent_score, kept=kept, best_score=best, accounted=accounted,
+          flops=flops)))
+    # The history before the state: a kill between them redoes the generation (same sequence).
+    self.recorder.generation(state, system, self.source.spec, task.name,
+                             iteration * self.ev.generations + gen + 1, best)
     state.generations_done = gen + 1
     self.store.write_evolution_state(state)
 

@@ -1,7 +1,9 @@
 """Mutations (muNet 2.1, µ2Net 3.2 and 4, µ3Net 4): a parent path -> a child plan.
 
-Every possible action is sampled independently with probability µ (the parent's `mutation_prob`,
-or one µ per action in µ2Net+ mode, `mutation_prob/<action>`):
+Every possible action is sampled independently with probability µ (the parent's `mutation_prob`;
+one µ per action in µ2Net+ mode, `mutation_prob/<action>`; or, in µ3Net's PER_TARGET mode, one µ
+per hyperparameter, `mutation_prob/hparam/<name>`, and per clonable layer,
+`mutation_prob/clone/<target>`, beside the per-action ones for the other actions):
 
 - hparam: each hyperparameter moves to a neighbouring value in its sorted list (µ included, so
   the mutation rate tunes itself; `image_size` too, the position embedding interpolating);
@@ -41,6 +43,7 @@ from mtsys.system import root as mroot
 
 ACTIONS = ("hparam", "remove_block", "add_block", "insert_adapter", "clone")
 PER_ACTION_PREFIX = "mutation_prob/"
+_EV = mtsys_pb2.EvolutionConfig
 
 
 # µ3Net's per-action µ range (section 4, Figure 5: learned clone rates span 0.02-0.30).
@@ -66,15 +69,54 @@ def per_action_space(space: Mapping[str, hp.HParam]) -> dict[str, hp.HParam]:
   return out
 
 
-def mutation_probability(hparams: Mapping[str, hp.Value], action: str) -> float:
+def clone_targets(num_blocks: int) -> list[str]:
+  """The clonable layers that get their own µ in PER_TARGET mode (µ3Net Figure 5: per depth)."""
+  return (["patch_embedding", "class_token", "position_embedding"]
+          + [f"transformer_block/{i}" for i in range(num_blocks)])
+
+
+def per_target_space(space: Mapping[str, hp.HParam], num_blocks: int) -> dict[str, hp.HParam]:
+  """`per_action_space(space)` plus one µ per hyperparameter and per clonable layer (µ3Net 4,
+  Figures 5 and 7: µ conditioned on each hyperparameter mutation and each clonable layer).
+
+  Layers without a µ of their own (adapters, blocks above the root's depth, heads) use the
+  clone action's µ; the µ hyperparameters themselves mutate with the hparam action's µ."""
+  out = per_action_space(space)
+  base = out[PER_ACTION_PREFIX + "clone"]
+  names = [n for n in space if n != "mutation_prob"]
+  for name in names:
+    key = f"{PER_ACTION_PREFIX}hparam/{name}"
+    out[key] = dataclasses.replace(base, name=key, doc=f"probability of mutating '{name}'")
+  for target in clone_targets(num_blocks):
+    key = f"{PER_ACTION_PREFIX}clone/{target}"
+    out[key] = dataclasses.replace(base, name=key, doc=f"probability of cloning {target}")
+  return out
+
+
+def mutation_space(space: Mapping[str, hp.HParam], mode: int,
+                   num_blocks: int) -> dict[str, hp.HParam]:
+  """The searched hyperparameters for an `EvolutionConfig.MutationProbability` mode."""
+  if mode == _EV.PER_TARGET:
+    return per_target_space(space, num_blocks)
+  if mode == _EV.PER_ACTION:
+    return per_action_space(space)
+  return dict(space)
+
+
+def mutation_probability(hparams: Mapping[str, hp.Value], action: str,
+                         target: Optional[str] = None) -> float:
+  """µ of `action` (on `target`: a hyperparameter name or a clone target), the most specific
+  one the hyperparameters hold: per target, per action, then the shared `mutation_prob`."""
   if action not in ACTIONS:
     raise ValueError(f"Unknown mutation '{action}'; expected one of {list(ACTIONS)}.")
+  if target is not None:
+    specific = hparams.get(f"{PER_ACTION_PREFIX}{action}/{target}")
+    if specific is not None:
+      return float(specific)
   return float(hparams.get(PER_ACTION_PREFIX + action, hparams.get("mutation_prob", 0.2)))
 
 
 ComponentSource = component_source.ComponentSource  # lives in mtsys.system: a store cache
-
-_EV = mtsys_pb2.EvolutionConfig
 
 
 def layer_addition(evolution: mtsys_pb2.EvolutionConfig, root_blocks: int) -> int:
@@ -148,7 +190,8 @@ def mutate(parent: mtsys_pb2.PathSpec, parent_hparams: Mapping[str, hp.Value],
   hparams = {name: parent_hparams.get(name, p.default) for name, p in space.items()}
   mu = dict(hparams)  # the parent's rates decide this child's mutations
   for name, p in space.items():
-    if p.values and rng.random() < mutation_probability(mu, "hparam"):
+    target = None if name.startswith(PER_ACTION_PREFIX) else name
+    if p.values and rng.random() < mutation_probability(mu, "hparam", target):
       options = p.neighbours(hparams[name]) if hparams[name] in p.values else p.values
       if options:
         new = options[int(rng.integers(len(options)))]
@@ -193,11 +236,15 @@ def mutate(parent: mtsys_pb2.PathSpec, parent_hparams: Mapping[str, hp.Value],
       i += 1
     i += 1
 
+  depth = 0
   for i, p in enumerate(body):
+    target = p.spec.kind
+    if _is_block(p):
+      target, depth = f"transformer_block/{depth}", depth + 1
     if p.trainable:
       continue
     own = locked is not None and not locked(p.spec.id)
-    if own or rng.random() < mutation_probability(mu, "clone"):
+    if own or rng.random() < mutation_probability(mu, "clone", target):
       body[i] = mpaths.clone(p.spec, source.weights(p.spec.id), source.slots(p.spec.id),
                              task.name, access)
       if not own:  # the lineage's own components are cloned silently: that is no mutation

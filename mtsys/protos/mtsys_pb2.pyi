@@ -195,9 +195,11 @@ class EvolutionConfig(_message.Message):
         MUTATION_PROBABILITY_UNSPECIFIED: _ClassVar[EvolutionConfig.MutationProbability]
         SHARED: _ClassVar[EvolutionConfig.MutationProbability]
         PER_ACTION: _ClassVar[EvolutionConfig.MutationProbability]
+        PER_TARGET: _ClassVar[EvolutionConfig.MutationProbability]
     MUTATION_PROBABILITY_UNSPECIFIED: EvolutionConfig.MutationProbability
     SHARED: EvolutionConfig.MutationProbability
     PER_ACTION: EvolutionConfig.MutationProbability
+    PER_TARGET: EvolutionConfig.MutationProbability
     class ChildParallelism(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         CHILD_PARALLELISM_UNSPECIFIED: _ClassVar[EvolutionConfig.ChildParallelism]
@@ -451,3 +453,81 @@ class EvolutionState(_message.Message):
     children_trained: int
     train_steps: int
     def __init__(self, iterations_done: _Optional[_Mapping[str, int]] = ..., task: _Optional[str] = ..., generations_done: _Optional[int] = ..., population: _Optional[_Iterable[_Union[PathSpec, _Mapping]]] = ..., selections: _Optional[_Mapping[str, int]] = ..., children_trained: _Optional[int] = ..., train_steps: _Optional[int] = ...) -> None: ...
+
+class EpochMetrics(_message.Message):
+    __slots__ = ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy")
+    TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_LOSS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    train_loss: float
+    train_accuracy: float
+    validation_loss: float
+    validation_accuracy: float
+    def __init__(self, train_loss: _Optional[float] = ..., train_accuracy: _Optional[float] = ..., validation_loss: _Optional[float] = ..., validation_accuracy: _Optional[float] = ...) -> None: ...
+
+class ChildRecord(_message.Message):
+    __slots__ = ("task", "task_iteration", "generation", "index", "sequence", "parent_id", "path_id", "mutations", "hparams", "mutation_probs", "metrics", "added_params", "score", "parent_score", "kept", "best_score", "epochs", "component_ids", "system_components", "system_params", "wall_time_ms", "seconds", "author", "writer")
+    class HparamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: HParamValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[HParamValue, _Mapping]] = ...) -> None: ...
+    class MutationProbsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    TASK_ITERATION_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_ID_FIELD_NUMBER: _ClassVar[int]
+    MUTATIONS_FIELD_NUMBER: _ClassVar[int]
+    HPARAMS_FIELD_NUMBER: _ClassVar[int]
+    MUTATION_PROBS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    ADDED_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    PARENT_SCORE_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FIELD_NUMBER: _ClassVar[int]
+    BEST_SCORE_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    COMPONENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    SYSTEM_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    WALL_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    WRITER_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    task_iteration: int
+    generation: int
+    index: int
+    sequence: int
+    parent_id: str
+    path_id: str
+    mutations: _containers.RepeatedScalarFieldContainer[str]
+    hparams: _containers.MessageMap[str, HParamValue]
+    mutation_probs: _containers.ScalarMap[str, float]
+    metrics: PathMetrics
+    added_params: int
+    score: float
+    parent_score: float
+    kept: bool
+    best_score: float
+    epochs: _containers.RepeatedCompositeFieldContainer[EpochMetrics]
+    component_ids: _containers.RepeatedScalarFieldContainer[str]
+    system_components: int
+    system_params: int
+    wall_time_ms: int
+    seconds: float
+    author: str
+    writer: str
+    def __init__(self, task: _Optional[str] = ..., task_iteration: _Optional[int] = ..., generation: _Optional[int] = ..., index: _Optional[int] = ..., sequence: _Optional[int] = ..., parent_id: _Optional[str] = ..., path_id: _Optional[str] = ..., mutations: _Optional[_Iterable[str]] = ..., hparams: _Optional[_Mapping[str, HParamValue]] = ..., mutation_probs: _Optional[_Mapping[str, float]] = ..., metrics: _Optional[_Union[PathMetrics, _Mapping]] = ..., added_params: _Optional[int] = ..., score: _Optional[float] = ..., parent_score: _Optional[float] = ..., kept: _Optional[bool] = ..., best_score: _Optional[float] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., component_ids: _Optional[_Iterable[str]] = ..., system_components: _Optional[int] = ..., system_params: _Optional[int] = ..., wall_time_ms: _Optional[int] = ..., seconds: _Optional[float] = ..., author: _Optional[str] = ..., writer: _Optional[str] = ...) -> None: ...

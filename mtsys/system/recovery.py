@@ -8,7 +8,7 @@ Each multi-file step is finished or undone by the next run, which holds the run 
 | step | order of writes | the next run after a kill |
 |---|---|---|
 | root (`pretrain.ensure_root`) | components one by one; paths only after the whole root | finds no partial root: one with some components and no path is deleted and written again whole from one pretraining run |
-| generation (`loop.Evolver`) | kept children's components, then the state (population) | redoes the generation; components of an unfinished one are orphans the end of the phase deletes |
+| generation (`loop.Evolver`) | kept children's components, then the writer's history file, then the state (population) | redoes the generation (its history records are rewritten under the same sequence numbers; readers keep the latest); components of an unfinished one are orphans the end of the phase deletes |
 | end of active phase | the task's path, deletion of the phase's unused components, then the state | redoes the end (the state still names the phase); reuses the path when written already |
 | baselines (`train.baselines`) | per task: the components, then the path | skips tasks with a stored path of the same budget; deletes the task's unused components |
 | fork (`admin.fork`) | paths and state, then `system.pb`, which makes the fork exist | discards the unfinished fork (no `system.pb`) and forks again |

@@ -10,9 +10,16 @@ Layout and protocol (everything below the system directory):
 | `components/<id>/MANIFEST.pb` | ComponentSpec with the two files' SHA-256 | atomic replace, LAST | renamed into place | the component whole, or invisible |
 | `paths/<task>.pb` | PathSpec of the task's best path | atomic replace | renamed into place | old or new path |
 | `evolution/state.pb` | EvolutionState: where evolution is, for resuming | atomic replace | renamed into place | old or new state |
+| `history/<writer>.<segment>.log` | ChildRecords of the children one program trained (`mtsys.system.history`) | atomic replace of the writer's open segment, once per generation, before `evolution/state.pb` | renamed into place | old or new file (readers also skip a truncated last record) |
+| `tensorboard/<writer>/events.out.tfevents.*` | TensorBoard events of evolution (`mtsys.evolution.events`); no part of the state | TensorFlow's summary writer, flushed once per generation | - (nothing reads them back) | a truncated last event, which TensorBoard skips |
 | `RUN.lock` | who runs here (host, pid, start); `flock`ed while held | `mtsys.system.lock` | - | a free lock (the kernel drops it) |
 | `baselines/<method>/` | a whole system per baseline method, same layout | as above | as above | as above |
 | `*.tmp-<random>` | a replacement being written | plain write | never | a leftover |
+
+A `<writer>` is one program that evolves the system (`history.writer_id`: start time, author,
+host, process id): only it writes its history and TensorBoard files, so agents sharing a store
+never contend for a file. Systems made before the history existed have neither directory; they
+read as having no history.
 
 Every .pb is a checksummed record (`mtsys.system.records`, since schema 2): a flipped byte, a
 truncated or empty file, or garbage is reported as corrupt, naming the file, never parsed as a

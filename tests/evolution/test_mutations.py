@@ -305,3 +305,28 @@ def test_mutation_probability_lookup():
   assert mutations.mutation_probability({}, "hparam") == 0.2
   with pytest.raises(ValueError, match="Unknown mutation 'nope'"):
     mutations.mutation_probability({}, "nope")
+
+
+def test_per_target_mu_clones_only_its_layer_and_mutates_only_its_hyperparameter(env):
+  config = env["config"]
+  space = mutations.mutation_space(config.search_space, mtsys_pb2.EvolutionConfig.PER_TARGET,
+                                   config.arch.num_layers)
+  assert "mutation_prob/hparam/learning_rate" in space
+  assert [k for k in space if k.startswith("mutation_prob/clone/")] == [
+      "mutation_prob/clone/" + t for t in mutations.clone_targets(config.arch.num_layers)]
+  values = {k: (0.0 if k.startswith("mutation_prob") else p.default) for k, p in space.items()}
+  values["mutation_prob/clone/transformer_block/1"] = 1.0
+  values["mutation_prob/hparam/learning_rate"] = 1.0
+  rng = np.random.default_rng(0)
+  child = mutations.mutate(env["path"], values, config.task("a"), space, config.arch,
+                           env["source"], rng, new_block_seed=lambda: 1)
+  parent = list(env["path"].component_ids)
+  cloned = [p.spec.cloned_from for p in child.planned[:-1] if p.trainable]
+  assert cloned == [parent[4]] and parent[4] == env["root_ids"][4]  # the root's second block
+  assert child.mutations[1:] == [f"clone {parent[4]}"]
+  assert child.mutations[0].startswith("learning_rate: ")
+  changed = [k for k in values if child.hparams[k] != values[k]]
+  assert changed == ["learning_rate"]
+  # Without a µ of its own a target falls back to its action's, then to the shared µ.
+  assert mutations.mutation_probability({"mutation_prob/clone": 0.3}, "clone", "head") == 0.3
+  assert mutations.mutation_probability({"mutation_prob": 0.1}, "clone", "class_token") == 0.1
