@@ -78,6 +78,7 @@ def _shaped(config, shape):
 def _with_learning_rate(config, lr):
   def edit(proto):
     proto.baselines.learning_rate = lr
+    proto.baselines.ClearField("method_learning_rate")  # every method at `lr`
   return quality_lib.edited(config, edit)
 
 

@@ -148,6 +148,11 @@ def _validate(proto: mtsys_pb2.SystemConfig, label: str, path: str) -> Config:
   if bl.learning_rate < 0 or not math.isfinite(bl.learning_rate):
     fail("baselines.learning_rate", "0 (the search space's default learning_rate) or a positive "
          "learning rate", bl.learning_rate)
+  for m, lr in sorted(bl.method_learning_rate.items()):
+    if m not in _BASELINE_METHODS:
+      fail(f"baselines.method_learning_rate[{m!r}]", f"a method of {list(_BASELINE_METHODS)}", m)
+    if not (lr > 0 and math.isfinite(lr)):
+      fail(f"baselines.method_learning_rate[{m!r}]", "a positive learning rate", lr)
   for i, m in enumerate(bl.methods):
     if m not in _BASELINE_METHODS:
       fail(f"baselines.methods[{i}]", f"one of {list(_BASELINE_METHODS)}", m)

@@ -245,7 +245,14 @@ class EvolutionConfig(_message.Message):
     def __init__(self, task_iterations: _Optional[int] = ..., generations: _Optional[int] = ..., children_per_generation: _Optional[int] = ..., epochs_per_child: _Optional[int] = ..., max_batches_per_epoch: _Optional[int] = ..., batch_size: _Optional[int] = ..., score: _Optional[_Union[ScoreConfig, _Mapping]] = ..., seed: _Optional[int] = ..., parent_sampling: _Optional[_Union[EvolutionConfig.ParentSampling, str]] = ..., mutation_probability: _Optional[_Union[EvolutionConfig.MutationProbability, str]] = ..., child_parallelism: _Optional[_Union[EvolutionConfig.ChildParallelism, str]] = ..., layer_addition: _Optional[_Union[EvolutionConfig.LayerAddition, str]] = ...) -> None: ...
 
 class BaselineConfig(_message.Message):
-    __slots__ = ("epochs", "max_batches_per_epoch", "batch_size", "adapter_dim", "methods", "seed", "replicas", "learning_rate")
+    __slots__ = ("epochs", "max_batches_per_epoch", "batch_size", "adapter_dim", "methods", "seed", "replicas", "learning_rate", "method_learning_rate")
+    class MethodLearningRateEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCHES_PER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -254,6 +261,7 @@ class BaselineConfig(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     epochs: int
     max_batches_per_epoch: int
     batch_size: int
@@ -262,7 +270,8 @@ class BaselineConfig(_message.Message):
     seed: int
     replicas: int
     learning_rate: float
-    def __init__(self, epochs: _Optional[int] = ..., max_batches_per_epoch: _Optional[int] = ..., batch_size: _Optional[int] = ..., adapter_dim: _Optional[int] = ..., methods: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., replicas: _Optional[int] = ..., learning_rate: _Optional[float] = ...) -> None: ...
+    method_learning_rate: _containers.ScalarMap[str, float]
+    def __init__(self, epochs: _Optional[int] = ..., max_batches_per_epoch: _Optional[int] = ..., batch_size: _Optional[int] = ..., adapter_dim: _Optional[int] = ..., methods: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., replicas: _Optional[int] = ..., learning_rate: _Optional[float] = ..., method_learning_rate: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class DistributionConfig(_message.Message):
     __slots__ = ("strategy", "tpu", "num_gpus")

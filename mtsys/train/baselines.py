@@ -124,10 +124,13 @@ def run(config: loader.Config, output_dir: str, *, methods: Optional[Sequence[st
 
   results = []
   for method in methods:
+    method_hparams = dict(hparams)
+    if method in bl.method_learning_rate:
+      method_hparams["learning_rate"] = float(bl.method_learning_rate[method])
     with mlock.acquire(directories[method]):
       results.extend(_run_method(method, directories[method], config, task_specs, task_data,
-                                 budget, hparams, seed, strategy, verbose, log, root_from,
-                                 faults))
+                                 budget, method_hparams, seed, strategy, verbose, log,
+                                 root_from, faults))
     if root_from is None:  # the first method made the root: the others copy it
       root_from = mstore.Store.open(directories[method])
   return results
@@ -151,7 +154,8 @@ def _run_method(method, directory, config, task_specs, task_data, budget, hparam
     steps = replicas * budget.epochs * budget.steps_per_epoch(data.sizes["train"])
     stored = store.read_path(task.name)
     if (stored is not None and stored.author == f"baselines/{method}"
-        and stored.metrics.train_steps == steps):
+        and stored.metrics.train_steps == steps
+        and stored.hparams["learning_rate"].number == hparams["learning_rate"]):
       log(f"[{method}] task {i + 1}/{len(task_specs)} '{task.name}': trained already")
       method_rows.append(_stored_row(store, method, stored))
       continue

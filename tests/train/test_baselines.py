@@ -73,6 +73,39 @@ def test_the_baselines_learning_rate_overrides_the_search_space_default(tmp_path
   assert path.hparams["learning_rate"].number == 0.005  # recorded with the path
 
 
+def test_a_methods_own_learning_rate_wins_and_a_changed_one_retrains(tmp_path, monkeypatch):
+  config = _config(tmp_path, replicas=1)
+  config.proto.baselines.learning_rate = 0.005
+  config.proto.baselines.method_learning_rate["multi_head"] = 0.05
+  seen = []
+  real = trainer.train_path
+
+  def recording(planned, data, hparams, *args, **kwargs):
+    seen.append(hparams["learning_rate"])
+    return real(planned, data, hparams, *args, **kwargs)
+
+  monkeypatch.setattr(trainer, "train_path", recording)
+  baselines.run(config, str(tmp_path / "out"), log=lambda m: None)
+  baselines.run(config, str(tmp_path / "out"), log=lambda m: None)  # stored: not retrained
+  assert seen == [0.05]
+  config.proto.baselines.method_learning_rate["multi_head"] = 0.02
+  baselines.run(config, str(tmp_path / "out"), log=lambda m: None)  # another rate: retrained
+  assert seen == [0.05, 0.02]
+
+
+def test_a_method_learning_rate_for_an_unknown_method_is_refused(tmp_path):
+  npz = testing.write_band_npz(str(tmp_path), "a", 0, n=90)
+  with pytest.raises(loader.ConfigError, match=r"baselines\.method_learning_rate\['adapters'\]: "
+                     r"expected a method of \['full_finetune', 'multi_head', "
+                     r"'residual_adapters'\], got 'adapters'"):
+    loader.parse(f"""
+    root {{ vit: "tiny/4" image_size: 8 channels: 1 num_blocks: 1 seed: 5 }}
+    baselines {{ method_learning_rate {{ key: "adapters" value: 0.1 }} }}
+    task {{ name: "a" num_classes: 3 files {{ npz: "{npz}" validation_fraction: 0.2
+           test_fraction: 0.2 }} }}
+    """)
+
+
 def test_a_negative_learning_rate_is_refused_naming_the_field(tmp_path):
   npz = testing.write_band_npz(str(tmp_path), "a", 0, n=90)
   with pytest.raises(loader.ConfigError, match=r"baselines\.learning_rate: expected 0 \(the "
