@@ -56,9 +56,8 @@ def test_one_replica_when_the_config_says_so(tmp_path):
   assert baselines.replica_count(_config(tmp_path, replicas=1)) == 1
 
 
-def test_the_baselines_learning_rate_overrides_the_search_space_default(tmp_path, monkeypatch):
-  config = _config(tmp_path, replicas=1)
-  config.proto.baselines.learning_rate = 0.005
+def _record_learning_rates(monkeypatch) -> list:
+  """The learning rate of every replica `trainer.train_path` trains, in order."""
   seen = []
   real = trainer.train_path
 
@@ -67,6 +66,13 @@ def test_the_baselines_learning_rate_overrides_the_search_space_default(tmp_path
     return real(planned, data, hparams, *args, **kwargs)
 
   monkeypatch.setattr(trainer, "train_path", recording)
+  return seen
+
+
+def test_the_baselines_learning_rate_overrides_the_search_space_default(tmp_path, monkeypatch):
+  config = _config(tmp_path, replicas=1)
+  config.proto.baselines.learning_rate = 0.005
+  seen = _record_learning_rates(monkeypatch)
   baselines.run(config, str(tmp_path / "out"), log=lambda m: None)
   assert seen == [0.005]
   path = mstore.Store.open(str(tmp_path / "out" / "multi_head")).read_path("a")
@@ -77,14 +83,7 @@ def test_a_methods_own_learning_rate_wins_and_a_changed_one_retrains(tmp_path, m
   config = _config(tmp_path, replicas=1)
   config.proto.baselines.learning_rate = 0.005
   config.proto.baselines.method_learning_rate["multi_head"] = 0.05
-  seen = []
-  real = trainer.train_path
-
-  def recording(planned, data, hparams, *args, **kwargs):
-    seen.append(hparams["learning_rate"])
-    return real(planned, data, hparams, *args, **kwargs)
-
-  monkeypatch.setattr(trainer, "train_path", recording)
+  seen = _record_learning_rates(monkeypatch)
   baselines.run(config, str(tmp_path / "out"), log=lambda m: None)
   baselines.run(config, str(tmp_path / "out"), log=lambda m: None)  # stored: not retrained
   assert seen == [0.05]
