@@ -4,9 +4,9 @@ r"""Quality benchmark: muNet / µ2Net against muNet's baselines (muNet Table 1's
     .venv/bin/python benchmarks/quality.py --quick            # smoke run, about 1-2 minutes
     .venv/bin/python benchmarks/quality.py --seeds=5 --tasks=digits,greek
 
-Runtime on 2 idle CPU cores with the shipped chars-lite config: about 13 minutes per seed (two
-evolution runs, scale factors 1 and 0.3, about 4 minutes each, plus the three baselines with their
-replicas, about 5 minutes), so about 40 minutes for the default 3 seeds; `--quick` about 1-2
+Runtime on 2 idle CPU cores with the shipped chars-lite config (2x4x2x2): about 23 minutes per
+seed (two evolution runs, scale factors 1 and 0.3, 5-9 minutes each, plus the three baselines with
+their replicas, about 8 minutes), so about 70 minutes for the default 3 seeds; `--quick` about 1-2
 minutes. `--seed_offset` moves every seed (tuning runs use seeds the report does not).
 
 The root is made once (pretrained first if the config says `root.pretrain`, as chars-lite
