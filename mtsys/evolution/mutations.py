@@ -236,11 +236,11 @@ def mutate(parent: mtsys_pb2.PathSpec, parent_hparams: Mapping[str, hp.Value],
       i += 1
     i += 1
 
-  depth = 0
+  block_index = 0
   for i, p in enumerate(body):
     target = p.spec.kind
     if _is_block(p):
-      target, depth = f"transformer_block/{depth}", depth + 1
+      target, block_index = f"transformer_block/{block_index}", block_index + 1
     if p.trainable:
       continue
     own = locked is not None and not locked(p.spec.id)

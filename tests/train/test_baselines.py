@@ -92,27 +92,26 @@ def test_a_methods_own_learning_rate_wins_and_a_changed_one_retrains(tmp_path, m
   assert seen == [0.05, 0.02]
 
 
+def _parse_baselines(directory, baselines_text):
+  """A one-task config with `baselines { <baselines_text> }`, parsed (and so validated)."""
+  npz = testing.write_band_npz(str(directory), "a", 0, n=90)
+  return loader.parse(f"""
+  root {{ vit: "tiny/4" image_size: 8 channels: 1 num_blocks: 1 seed: 5 }}
+  baselines {{ {baselines_text} }}
+  task {{ name: "a" num_classes: 3 files {{ npz: "{npz}" validation_fraction: 0.2
+         test_fraction: 0.2 }} }}
+  """)
+
+
 def test_a_method_learning_rate_for_an_unknown_method_is_refused(tmp_path):
-  npz = testing.write_band_npz(str(tmp_path), "a", 0, n=90)
   with pytest.raises(loader.ConfigError, match=r"baselines\.method_learning_rate\['adapters'\]: "
                      r"expected a method of \['full_finetune', 'multi_head', "
                      r"'residual_adapters'\], got 'adapters'"):
-    loader.parse(f"""
-    root {{ vit: "tiny/4" image_size: 8 channels: 1 num_blocks: 1 seed: 5 }}
-    baselines {{ method_learning_rate {{ key: "adapters" value: 0.1 }} }}
-    task {{ name: "a" num_classes: 3 files {{ npz: "{npz}" validation_fraction: 0.2
-           test_fraction: 0.2 }} }}
-    """)
+    _parse_baselines(tmp_path, 'method_learning_rate { key: "adapters" value: 0.1 }')
 
 
 def test_a_negative_learning_rate_is_refused_naming_the_field(tmp_path):
-  npz = testing.write_band_npz(str(tmp_path), "a", 0, n=90)
   with pytest.raises(loader.ConfigError, match=r"baselines\.learning_rate: expected 0 \(the "
                      r"search space's default learning_rate\) or a positive learning rate, "
                      r"got -0\.1"):
-    loader.parse(f"""
-    root {{ vit: "tiny/4" image_size: 8 channels: 1 num_blocks: 1 seed: 5 }}
-    baselines {{ learning_rate: -0.1 }}
-    task {{ name: "a" num_classes: 3 files {{ npz: "{npz}" validation_fraction: 0.2
-           test_fraction: 0.2 }} }}
-    """)
+    _parse_baselines(tmp_path, "learning_rate: -0.1")
