@@ -1,7 +1,8 @@
 r"""Evolves one multitask system over a config's tasks (muNet / µ2Net), resumably.
 
     python bin/evolve.py --config=chars-lite --system_dir=out/chars-lite-system \
-        --with_baselines --results_json=out/chars-lite-system/results.json
+        --with_baselines --results_json=out/chars-lite-system/results.json \
+        --report_dir=out/chars-lite-report
 
 Rerun the same command after a crash or kill: it continues from the last completed generation.
 Add tasks to the config (or pass a larger --task_iterations) and rerun to extend the system.
@@ -49,6 +50,10 @@ flags.DEFINE_string("export_base", None,
                     "that serve and query it.")
 flags.DEFINE_string("export_model_name", None,
                     "Model name of the export; default: the config's name.")
+flags.DEFINE_string("report_dir", None,
+                    "When given, write an HTML report of the system at the end (summary, "
+                    "graphs, plots, dumps; see bin/inspect_system.py report) to "
+                    "REPORT_DIR/index.html, outside the system directory. Needs Graphviz.")
 flags.mark_flags_as_required(["config", "system_dir"])
 
 
@@ -63,7 +68,8 @@ def main(argv):
       cpu_devices=FLAGS.cpu_devices, tasks=FLAGS.tasks, task_iterations=FLAGS.task_iterations,
       with_baselines=FLAGS.with_baselines, remove_task=FLAGS.remove_task,
       readd_task=FLAGS.readd_task, fork_from=FLAGS.fork_from, results_json=FLAGS.results_json,
-      export_base=FLAGS.export_base, export_model_name=FLAGS.export_model_name)
+      export_base=FLAGS.export_base, export_model_name=FLAGS.export_model_name,
+      report_dir=FLAGS.report_dir)
   evolve.run(config, options, faults=common.fault_injector(), out=common.say)
 
 

@@ -1,14 +1,18 @@
-r"""Inspects a system without changing it: proto dumps, a per-task summary, Graphviz pictures.
+r"""Inspects a system without changing it: proto dumps, a per-task summary, Graphviz pictures,
+the papers' plots and an HTML report.
 
     python bin/inspect_system.py summary --system_dir=out/chars-lite
     python bin/inspect_system.py dump --system_dir=out/chars-lite --format=json
     python bin/inspect_system.py dump --system_dir=out/chars-lite --task=digits
     python bin/inspect_system.py graph --system_dir=out/chars-lite --output=system.svg
     python bin/inspect_system.py flow --system_dir=out/chars-lite --output=flow.png
+    python bin/inspect_system.py plots --system_dir=out/chars-lite --output_dir=plots
+    python bin/inspect_system.py report --system_dir=out/chars-lite --output_dir=report
 
-The sub-command comes first. .png and .svg pictures need Graphviz's `dot` (apt-get install
-graphviz); .dot files do not. Private tasks are left out unless --include_private. (Named
-inspect_system.py: bin/inspect.py would shadow Python's inspect module.)
+The sub-command comes first. .png and .svg pictures and the report need Graphviz's `dot`
+(apt-get install graphviz); .dot files do not. The report is one page, report/index.html, that
+opens from disk. Private tasks are left out unless --include_private. (Named inspect_system.py:
+bin/inspect.py would shadow Python's inspect module.)
 """
 
 from __future__ import annotations
@@ -29,12 +33,16 @@ __doc__ += "\nSub-commands:\n" + cli_lib.usage() + "\n"  # what --help prints fi
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("system_dir", [], "The system directory to inspect (local or gs://); "
-                          "it is only read.")
+                          "it is only read. plots: repeat it to compare systems (the quality/"
+                          "size trade-off).")
 flags.DEFINE_string("task", None, "dump: only this task's path and its components.")
 flags.DEFINE_string("format", None, "dump: textproto (default) or json; summary: table "
                     "(default) or json.")
 flags.DEFINE_string("output", None, "graph, flow: the picture to write, FILE.svg, FILE.png or "
                     "FILE.dot (DOT source).")
+flags.DEFINE_string("output_dir", None, "plots: the directory to write the PNGs to; report: "
+                    "the directory to write index.html and the dumps it links to. Made if "
+                    "missing; must lie outside the system directories.")
 flags.DEFINE_bool("include_private", False, "Also show private tasks (visibility PRIVATE or "
                   "GROUPS) and the components only they may use.")
 
@@ -52,7 +60,7 @@ def main(argv):
     raise errors.UserError(f"Expected one sub-command, got {argv[1:]}.")
   options = cli_lib.Options(
       system_dirs=FLAGS.system_dir, task=FLAGS.task, format=FLAGS.format, output=FLAGS.output,
-      include_private=FLAGS.include_private)
+      output_dir=FLAGS.output_dir, include_private=FLAGS.include_private)
   cli_lib.run(argv[1] if len(argv) > 1 else None, options, out=_say)
 
 

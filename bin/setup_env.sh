@@ -16,6 +16,17 @@ if ! command -v dot >/dev/null 2>&1; then
       "pictures with bin/inspect_system.py and to run tests/inspect." >&2
   fi
 fi
+# Debian's Chromium renders the HTML report headless in tests/inspect/test_report.py (which
+# fails without it). Same rule: installed when missing and we can, otherwise a note.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "Installing Chromium (apt-get install chromium)..." >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >&2
+  else
+    echo "Note: Chromium is missing; install it (sudo apt-get install chromium) to run" \
+      "tests/inspect/test_report.py." >&2
+  fi
+fi
 stamp=.venv/.mtsys-requirements.sha256
 want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/python ]; then

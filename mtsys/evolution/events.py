@@ -12,8 +12,9 @@ tag before the first "/", here the task:
 | `<task>/best_score` | the task's generation over all its phases (from 1) | the active population's best score |
 | `system/components`, `system/parameters`, `system/tasks` | children trained so far | what the system's paths and the active population use |
 
-Event files are written by TensorFlow's summary writer, not by the store's primitives: nothing
-reads them back, so they are no part of the system's state. A kill leaves at most a truncated
+Event files are written by TensorFlow's summary writer, not by the store's primitives: only
+`admin.remove_task` reads them back (to drop a removed task's events), and they are no part of
+the system's state. A kill leaves at most a truncated
 last event, which TensorBoard skips; fsck and crash recovery ignore the directory. The summary
 writer is created at the first generation's end and flushed at every generation's end.
 

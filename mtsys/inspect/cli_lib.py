@@ -3,7 +3,8 @@
 A sub-command is a function `(Options, out) -> None` plus one entry in `COMMANDS` naming the
 options it reads; adding one needs nothing else (and a flag in the binary if it reads a new
 option). Every sub-command only reads the system (`view.open_system`). Text goes to `out`, one
-call per output; pictures go to `--output`.
+call per output; pictures go to `--output`, plots and reports into `--output_dir`, which must
+lie outside the systems read.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Options:
   task: Optional[str] = None
   format: Optional[str] = None
   output: Optional[str] = None
+  output_dir: Optional[str] = None
   include_private: bool = False
 
 
@@ -41,16 +43,21 @@ class Command:
 
 # Options field -> its flag, for messages.
 _FLAGS = {"system_dirs": "--system_dir", "task": "--task", "format": "--format",
-          "output": "--output"}
+          "output": "--output", "output_dir": "--output_dir"}
+
+
+def _one_dir(options: Options) -> str:
+  """The directory of the one system a sub-command reads."""
+  if len(options.system_dirs) != 1:
+    raise errors.UserError(f"Expected one --system_dir, got {len(options.system_dirs)}: "
+                           f"{list(options.system_dirs)}.")
+  return options.system_dirs[0]
 
 
 def _one_system(options: Options):
   """The one system a sub-command reads, opened read-only."""
   from mtsys.inspect import view
-  if len(options.system_dirs) != 1:
-    raise errors.UserError(f"Expected one --system_dir, got {len(options.system_dirs)}: "
-                           f"{list(options.system_dirs)}.")
-  return view.open_system(options.system_dirs[0])
+  return view.open_system(_one_dir(options))
 
 
 def _dump(options: Options, out: Out) -> None:
@@ -81,6 +88,29 @@ def _picture(draw: str) -> Callable[[Options, Out], None]:
   return run
 
 
+def _plots(options: Options, out: Out) -> None:
+  from mtsys.inspect import plots
+  from mtsys.inspect import report
+  from mtsys.inspect import view
+  # Every check before anything is written: the output directory, then every system.
+  report.check_output_dir(options.output_dir, options.system_dirs, what="plots")
+  systems = [view.open_system(d) for d in options.system_dirs]
+  skipped = []
+  written = plots.write_plots(systems, options.output_dir,
+                              include_private=options.include_private, log=skipped.append)
+  for path in written:
+    out(f"Wrote {path}")
+  for reason in skipped:
+    out(f"Skipped: {reason}")
+
+
+def _report(options: Options, out: Out) -> None:
+  from mtsys.inspect import report
+  index = report.write_report(_one_dir(options), options.output_dir,
+                              include_private=options.include_private)
+  out(f"Wrote {index}")
+
+
 COMMANDS = {
     "dump": Command(_dump, "The SystemState (or one --task's path and components) as a text "
                     "proto or JSON (--format=textproto|json).",
@@ -94,6 +124,14 @@ COMMANDS = {
     "flow": Command(_picture("knowledge_flow"), "The knowledge-flow graph (muNet Figures 6-7) "
                     "to --output=FILE.svg|png|dot.",
                     options=("system_dirs", "output"), required=("system_dirs", "output")),
+    "plots": Command(_plots, "The papers' plots (PNG) of one or more --system_dir into "
+                     "--output_dir.",
+                     options=("system_dirs", "output_dir"),
+                     required=("system_dirs", "output_dir")),
+    "report": Command(_report, "One HTML page (summary, both graphs, plots, links to dumps) "
+                      "written to --output_dir/index.html.",
+                      options=("system_dirs", "output_dir"),
+                      required=("system_dirs", "output_dir")),
 }
 
 

@@ -10,8 +10,9 @@ Order of a run (each step before the next; the store's protocol: `mtsys.system.s
 3. The fork, when asked (or its continuation when the directory is that fork already).
 4. Clean-up of what an interrupted run left: temporary files, manifest-less component
    directories, task removals a kill interrupted.
-5. The config is stored, the root made if missing, then the active phases run; baselines and the
-   export follow when asked.
+5. The config is stored, the root made if missing, then the active phases run; baselines, the
+   export and the HTML report (`mtsys.inspect.report`) follow when asked. The report's directory
+   and Graphviz are checked with step 1.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Options:
   results_json: Optional[str] = None
   export_base: Optional[str] = None
   export_model_name: Optional[str] = None
+  report_dir: Optional[str] = None
 
 
 def _report_child(out: Callable[[str], None]):
@@ -77,13 +79,30 @@ def remove_task(system_dir: str, task: str, *, faults: Optional[mfaults.Injector
         "them.")
 
 
+def _check_report_dir(options: Options) -> None:
+  """Fails before any write when the report could not be written at the end."""
+  if options.report_dir:
+    from mtsys.inspect import report
+    report.check(options.report_dir,
+                 [options.system_dir] + ([options.fork_from] if options.fork_from else []))
+
+
+def _write_report(options: Options, out: Callable[[str], None]) -> None:
+  if options.report_dir:
+    from mtsys.inspect import report
+    out("")
+    out(f"Report: {report.write_report(options.system_dir, options.report_dir)}")
+
+
 def run(config: loader.Config, options: Options, *,
         faults: Optional[mfaults.Injector] = None,
         out: Callable[[str], None] = print) -> list[dict]:
   """Runs the evolution job; returns the results rows (also written to `results_json`)."""
   faults = faults or mfaults.Injector()
+  _check_report_dir(options)
   if options.remove_task:
     remove_task(options.system_dir, options.remove_task, faults=faults, out=out)
+    _write_report(options, out)
     return []
   from mtsys.evolution import accounting  # Heavy (TensorFlow) imports.
   from mtsys.evolution import loop
@@ -153,5 +172,6 @@ def run(config: loader.Config, options: Options, *,
                            options.export_model_name or config.name or "mtsys",
                            tasks=options.tasks)
     out(export.format_summary(result))
+  _write_report(options, out)
   return results
 

@@ -2,9 +2,10 @@
 
 Removing a task (µ2Net section 3.4: "remove the knowledge learned from the private dataset at any
 future date by simply removing its components") deletes the task's path, every component only it
-may use and every component it created that no remaining path uses, and forgets the task in the
-stored config and the evolution state. Components are immutable and other tasks' paths keep every
-component they use, so no other task's predictions change.
+may use and every component it created that no remaining path uses, what evolution recorded about
+it (its history records and TensorBoard events: hyperparameters, scores, curves), and forgets the
+task in the stored config and the evolution state. Components are immutable and other tasks'
+paths keep every component they use, so no other task's predictions change.
 
 A fork is a cheap copy of a system: its own `system.pb`, paths and evolution state, but no
 component files; it reads the (write-once) components it does not hold from its sources (see
@@ -15,17 +16,35 @@ system.
 from __future__ import annotations
 
 import dataclasses
+import re
+import struct
 from typing import Optional
+
+import tensorflow as tf
+from google.protobuf import message
+from tensorflow.core.util import event_pb2
 
 from mtsys import errors
 from mtsys import faults as mfaults
 from mtsys.protos import mtsys_pb2
+from mtsys.system import fileio
+from mtsys.system import history
 from mtsys.system import lock as mlock
 from mtsys.system import recovery
 from mtsys.system import root as mroot
 from mtsys.system import store as mstore
 
 ROOT_COMPONENT_PREFIX = mroot.ROOT_PREFIX + "."
+# Where evolution writes TensorBoard events, and the tags it writes about a task after
+# "<task>/" (`mtsys.evolution.events`, which this package cannot import; a test pins both).
+TENSORBOARD = "tensorboard"
+_TASK_TAGS = re.compile(r"child_score|child_validation_accuracy|best_score|"
+                        r"children/\d+\.\d+\.\d+/"
+                        r"(train_loss|train_accuracy|validation_loss|validation_accuracy)")
+# A TFRecord (an event file's framing): length (8 bytes), its masked CRC-32C (4), the data and
+# the data's masked CRC-32C (4).
+_LENGTH = struct.Struct("<Q")
+_FRAMING = _LENGTH.size + 8
 
 
 @dataclasses.dataclass
@@ -48,6 +67,10 @@ class RemovalReport:
   cleared_active_phase: bool = False
   # The task had been removed completely before: nothing was done.
   already_removed: bool = False
+  # The task's history records deleted from the writers' files (`mtsys.system.history`).
+  removed_history_records: int = 0
+  # The task's TensorBoard events deleted from the event files under tensorboard/.
+  removed_events: int = 0
 
 
 def known_tasks(store: mstore.Store) -> list[str]:
@@ -71,22 +94,31 @@ def remove_task(store: mstore.Store, task_name: str) -> RemovalReport:
   Deleted: the task's path; every component whose access allows this task alone, and every
   component the task created, unless a remaining path uses it (other tasks' paths, and the
   population of another task's active phase in progress); the task's entry in the stored config;
-  its `iterations_done` and, when it is the active task, the active phase in progress. Public or
-  shared components the task trained stay when another task uses them.
+  its `iterations_done` and, when it is the active task, the active phase in progress; its
+  records in the history files and its events in the TensorBoard event files (both rewritten
+  whole without them; a history file left empty is deleted). Public or shared components the
+  task trained stay when another task uses them.
 
   Crash-safe: the task is first recorded as removed in `system.pb` (so no run evolves it again
-  meanwhile), then deleted step by step; its config entry goes last. A removal a kill interrupted
-  is finished by rerunning it, or by `finish_removals` (every run calls it first). Removing a task
-  that was removed already changes nothing (`already_removed` in the report).
+  meanwhile, and history readers skip its records), then deleted step by step: what evolution
+  recorded first (while its path still makes the task known, so a rerun finds it), its config
+  entry last. A removal a kill interrupted is finished by rerunning it, or by `finish_removals`
+  (every run calls it first). Removing a task that was removed already changes nothing (`already_removed` in the report) but deletes the
+  history records and events of it that an older mtsys kept.
 
   Raises:
     UnknownTaskError: `task_name` is not a task of the system (nothing is changed).
+    CorruptFileError: a history file is corrupt (naming it); the removal stays recorded and
+      finishes on a rerun once the file is deleted or restored.
   """
   known = known_tasks(store)
   removed = store.removed_tasks()
   if task_name not in known:
     if task_name in removed:
-      return RemovalReport(task=task_name, already_removed=True)
+      report = RemovalReport(task=task_name, already_removed=True)
+      with store.faults.phase_of(mfaults.TASK_REMOVAL):
+        _drop_records(store, task_name, report)
+      return report
     raise errors.UnknownTaskError(f"Unknown task '{task_name}'; expected one of {known}.")
   report = RemovalReport(task=task_name)
   with store.faults.phase_of(mfaults.TASK_REMOVAL):
@@ -101,7 +133,11 @@ def _remove(store: mstore.Store, task_name: str, removed: list,
     removed = removed + [task_name]
     store.write_config(store.read_state().config, removed_tasks=removed)
 
-  # 1. The evolution state: forget the task, and discard its active phase.
+  # 1. What evolution recorded about the task. Each file is replaced whole, so a rerun after a
+  #    kill finds every file either done (nothing to drop) or untouched.
+  _drop_records(store, task_name, report)
+
+  # 2. The evolution state: forget the task, and discard its active phase.
   evo = store.read_evolution_state()
   path = store.read_path(task_name)
   changed = False
@@ -121,12 +157,12 @@ def _remove(store: mstore.Store, task_name: str, removed: list,
   if changed:
     store.write_evolution_state(evo)
 
-  # 2. The path.
+  # 3. The path.
   if path is not None:
     report.removed_path_id = path.id
     store.delete_path(task_name)
 
-  # 3. The components only this task may use or that it created, unless still in use.
+  # 4. The components only this task may use or that it created, unless still in use.
   remaining = [p for t, p in store.paths().items() if t != task_name]
   if evo.task and evo.task != task_name:
     remaining.extend(evo.population)
@@ -143,7 +179,7 @@ def _remove(store: mstore.Store, task_name: str, removed: list,
     else:
       report.retained_in_sources.append(cid)
 
-  # 4. The stored config, last: the removal is complete.
+  # 5. The stored config, last: the removal is complete.
   config = mtsys_pb2.SystemConfig()
   config.CopyFrom(store.read_state().config)
   kept = [t for t in config.task if t.name != task_name]
@@ -152,6 +188,80 @@ def _remove(store: mstore.Store, task_name: str, removed: list,
     del config.task[:]
     config.task.extend(kept)
     store.write_config(config, removed_tasks=removed)
+
+
+def _drop_records(store: mstore.Store, task_name: str, report: RemovalReport) -> None:
+  report.removed_history_records = _drop_history(store, task_name)
+  report.removed_events = _drop_events(store, task_name)
+
+
+def _drop_history(store: mstore.Store, task_name: str) -> int:
+  """Rewrites every history file holding records of `task_name` without them (deleting a file
+  left empty); returns the number of records dropped."""
+  dropped = 0
+  for path in history.files(store.root):
+    records = history.decode(fileio.read(path), path)
+    kept = [r for r in records if r.task != task_name]
+    if len(kept) == len(records):
+      continue
+    dropped += len(records) - len(kept)
+    if kept:
+      fileio.write_atomic(path, history.encode(kept), store.faults)
+    else:
+      fileio.remove(path, store.faults)
+  return dropped
+
+
+def _is_task_tag(tag: str, task_name: str) -> bool:
+  prefix = task_name + "/"
+  return tag.startswith(prefix) and _TASK_TAGS.fullmatch(tag[len(prefix):]) is not None
+
+
+def _without_task_events(data: bytes, task_name: str) -> tuple[bytes, int]:
+  """An event file's bytes without the events of `task_name`, and how many were dropped.
+
+  The other records are copied byte for byte, checksums included, so nothing is re-encoded.
+  Evolution writes one value per event; an event with any value of the task goes whole. A
+  truncated last record (a kill mid-write) is dropped, as TensorBoard skips it; a record whose
+  payload does not parse as an Event is kept as it is.
+  """
+  kept, dropped, offset = [], 0, 0
+  while offset + _FRAMING <= len(data):
+    (length,) = _LENGTH.unpack_from(data, offset)
+    end = offset + _FRAMING + length
+    if end > len(data):
+      break
+    event = event_pb2.Event()
+    try:
+      event.ParseFromString(data[offset + _LENGTH.size + 4:end - 4])
+      ours = any(_is_task_tag(v.tag, task_name) for v in event.summary.value)
+    except message.DecodeError:
+      ours = False
+    if ours:
+      dropped += 1
+    else:
+      kept.append(data[offset:end])
+    offset = end
+  return b"".join(kept), dropped
+
+
+def _drop_events(store: mstore.Store, task_name: str) -> int:
+  """Rewrites every TensorBoard event file holding events of `task_name` without them;
+  returns the number of events dropped."""
+  base = fileio.join(store.root, TENSORBOARD)
+  if not tf.io.gfile.isdir(base):
+    return 0
+  dropped = 0
+  for directory, _, names in sorted(tf.io.gfile.walk(base)):
+    for name in sorted(names):
+      if ".tfevents." not in name or fileio.TMP_MARK in name:
+        continue
+      path = fileio.join(directory, name)
+      data, count = _without_task_events(fileio.read(path), task_name)
+      if count:
+        fileio.write_atomic(path, data, store.faults)
+        dropped += count
+  return dropped
 
 
 def finish_removals(store: mstore.Store) -> list[RemovalReport]:

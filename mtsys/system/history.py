@@ -27,7 +27,7 @@ generation: its children get the same `sequence` numbers, and `read` keeps the r
 last.
 
 Systems made before the history existed have no `history/`: `read` returns [] and callers say
-"no history". Records of tasks removed from the system (`Store.removed_tasks`) are not returned.
+"no history". Records of tasks removed from the system (`Store.removed_tasks`) are not returned, and `admin.remove_task` deletes them.
 A fork's history starts at the fork (its sources' histories are theirs).
 """
 

@@ -10,8 +10,8 @@ Layout and protocol (everything below the system directory):
 | `components/<id>/MANIFEST.pb` | ComponentSpec with the two files' SHA-256 | atomic replace, LAST | renamed into place | the component whole, or invisible |
 | `paths/<task>.pb` | PathSpec of the task's best path | atomic replace | renamed into place | old or new path |
 | `evolution/state.pb` | EvolutionState: where evolution is, for resuming | atomic replace | renamed into place | old or new state |
-| `history/<writer>.<segment>.log` | ChildRecords of the children one program trained (`mtsys.system.history`) | atomic replace of the writer's open segment, once per generation, before `evolution/state.pb` | renamed into place | old or new file (readers also skip a truncated last record) |
-| `tensorboard/<writer>/events.out.tfevents.*` | TensorBoard events of evolution (`mtsys.evolution.events`); no part of the state | TensorFlow's summary writer, flushed once per generation | - (nothing reads them back) | a truncated last event, which TensorBoard skips |
+| `history/<writer>.<segment>.log` | ChildRecords of the children one program trained (`mtsys.system.history`) | atomic replace of the writer's open segment, once per generation, before `evolution/state.pb`; `admin.remove_task` rewrites each file without a removed task's records (a file left empty is deleted) | renamed into place | old or new file (readers also skip a truncated last record) |
+| `tensorboard/<writer>/events.out.tfevents.*` | TensorBoard events of evolution (`mtsys.evolution.events`); no part of the state | TensorFlow's summary writer, flushed once per generation | - (only `admin.remove_task` rewrites them, without a removed task's events) | a truncated last event, which TensorBoard skips |
 | `RUN.lock` | who runs here (host, pid, start); `flock`ed while held | `mtsys.system.lock` | - | a free lock (the kernel drops it) |
 | `baselines/<method>/` | a whole system per baseline method, same layout | as above | as above | as above |
 | `*.tmp-<random>` | a replacement being written | plain write | never | a leftover |

@@ -131,7 +131,8 @@ def test_bad_input_is_one_line_naming_it_and_nothing_is_written(cli):
       "Install it (Debian/Ubuntu: apt-get install graphviz; see the README's \"Inspect a "
       "system\"), or write a .dot file instead.")
   assert _error(cli, "unknown_command") == (
-      "Error: Unknown sub-command 'draw'; expected one of ['dump', 'summary', 'graph', 'flow'].")
+      "Error: Unknown sub-command 'draw'; expected one of ['dump', 'summary', 'graph', 'flow', "
+      "'plots', 'report'].")
   assert _error(cli, "missing_output") == "Error: flow needs --output."
   assert sorted(os.listdir(out)) == ["flow.svg", "plain", "system.png"]
 
