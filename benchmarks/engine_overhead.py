@@ -84,13 +84,13 @@ def parse_args(argv=None):
   p.add_argument("--throughput_steps", type=int, default=100,
                  help="Steps per throughput epoch (at most one pass over the task's data).")
   p.add_argument("--quick", action="store_true",
-                 help="Smoke run: 2 repeats, 2 throughput epochs, fewer child kinds.")
+                 help="Smoke run: 1 repeat, 2 throughput runs of 30 steps, fewer child kinds.")
   p.add_argument("--trainer_file", default=None,
                  help="Measure another version of mtsys/train/trainer.py (e.g. an older commit's, "
                       "saved to a file) instead of the installed one.")
   args = p.parse_args(argv)
   if args.quick:
-    args.repeats, args.throughput_repeats = 2, 4
+    args.repeats, args.throughput_repeats, args.throughput_steps = 1, 2, 30
   if min(args.repeats, args.throughput_repeats, args.throughput_epochs,
          args.throughput_steps) < 1:
     p.error("--repeats, --throughput_repeats, --throughput_epochs and --throughput_steps must "
