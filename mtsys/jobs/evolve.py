@@ -58,25 +58,36 @@ def _report_child(out: Callable[[str], None]):
 
 def remove_task(system_dir: str, task: str, *, faults: Optional[mfaults.Injector] = None,
                 out: Callable[[str], None] = print) -> None:
-  """`--remove_task`: removes `task` from the system under the run lock and says what it did."""
+  """`--remove_task`: removes `task` from the system, then from its baseline systems
+  (`<system_dir>/baselines/<method>/`), each under its run lock, and says what it did.
+
+  A rerun after a kill finishes the job: the main system then reports the task removed
+  already, and the baselines are still checked and cleaned."""
   from mtsys.system import admin
   from mtsys.system import lock
   from mtsys.system import store as mstore
   system = mstore.Store.open(system_dir, faults)
-  with lock.acquire(system_dir):
+  with lock.acquire(system_dir):  # held through the baselines, as a run holds it
     for path in system.sweep_leftovers():  # we hold the lock: an interrupted run's leftovers
       out(f"Removed {path}, left by an interrupted run.")
     report = admin.remove_task(system, task)
-  if report.already_removed:
-    out(f"Task '{task}' was removed already; nothing to do.")
-    return
-  out(f"Removed task '{report.task}': {len(report.removed_components)} components deleted, "
-      f"{len(report.kept_in_use)} kept because other tasks use them.")
-  if report.retained_in_sources:
-    # A fork cannot delete what it reads from its sources: say so (private data may remain).
-    out(f"{len(report.retained_in_sources)} of its components stay readable in this fork's "
-        f"component sources {system.component_sources}; remove the task there too to delete "
-        "them.")
+    baselines = admin.remove_task_from_baselines(fileio.join(system_dir, "baselines"), task,
+                                                 system.faults, log=out)
+    if report.already_removed and not baselines:
+      out(f"Task '{task}' was removed already; nothing to do.")
+    elif report.already_removed:
+      out(f"Task '{task}' was removed from the system already; finished its baselines' removal.")
+    else:
+      out(f"Removed task '{report.task}': {len(report.removed_components)} components deleted, "
+          f"{len(report.kept_in_use)} kept because other tasks use them.")
+    if report.retained_in_sources:
+      # A fork cannot delete what it reads from its sources: say so (private data may remain).
+      out(f"{len(report.retained_in_sources)} of its components stay readable in this fork's "
+          f"component sources {system.component_sources}; remove the task there too to delete "
+          "them.")
+    for method, done in baselines:
+      out(f"Removed task '{task}' from the {method} baseline: "
+          f"{len(done.removed_components)} components deleted.")
 
 
 def _check_report_dir(options: Options) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import struct
-from typing import Optional
+from typing import Callable, Optional
 
 import tensorflow as tf
 from google.protobuf import message
@@ -269,6 +269,45 @@ def finish_removals(store: mstore.Store) -> list[RemovalReport]:
   system still knows); returns their reports. Call it holding the run lock."""
   known = set(known_tasks(store))
   return [remove_task(store, t) for t in store.removed_tasks() if t in known]
+
+
+def remove_task_from_baselines(baselines_dir: str, task_name: str,
+                               faults: Optional[mfaults.Injector] = None,
+                               log: Callable[[str], None] = print
+                               ) -> list[tuple[str, RemovalReport]]:
+  """Removes `task_name` from every baseline system under `baselines_dir` that knows it.
+
+  `bin/evolve.py --with_baselines` trains each baseline method in its own system,
+  `<system>/baselines/<method>/` (`mtsys.train.baselines`); each holds the task's path and the
+  components it trained. Each such system is handled as `--remove_task` handles the main one:
+  under its own run lock, its interrupted writers' leftovers swept first (each path logged),
+  then `remove_task`. A directory that holds no system, or a system that does not know the task
+  (never had it, or its removal is complete), is not written. A removal a kill interrupted is
+  finished by calling this again: the task stays known until its config entry goes, last.
+  Returns (method directory name, report) per system the task was removed from, in name order.
+
+  Raises:
+    LockHeldError: a run holds a baseline system's lock (those before it in name order are
+      done; rerun once it has finished).
+  """
+  if not tf.io.gfile.isdir(baselines_dir):
+    return []
+  done = []
+  for name in sorted(entry.rstrip("/") for entry in tf.io.gfile.listdir(baselines_dir)):
+    directory = fileio.join(baselines_dir, name)
+    try:
+      store = mstore.Store.open(directory, faults)
+    except mstore.SystemNotFoundError:
+      continue  # a file, or a baseline a kill stopped before its system.pb
+    if task_name not in known_tasks(store):
+      continue
+    with mlock.acquire(directory):
+      for path in store.sweep_leftovers():  # we hold its lock: an interrupted run's leftovers
+        log(f"Removed {path}, left by an interrupted run.")
+      report = remove_task(store, task_name)
+    if not report.already_removed:
+      done.append((name, report))
+  return done
 
 
 def is_fork_of(dst_root: str, src_root: str) -> bool:

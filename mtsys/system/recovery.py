@@ -12,7 +12,7 @@ Each multi-file step is finished or undone by the next run, which holds the run 
 | end of active phase | the task's path, deletion of the phase's unused components, then the state | redoes the end (the state still names the phase); reuses the path when written already |
 | baselines (`train.baselines`) | per task: the components, then the path | skips tasks with a stored path of the same budget; deletes the task's unused components |
 | fork (`admin.fork`) | paths and state, then `system.pb`, which makes the fork exist | discards the unfinished fork (no `system.pb`) and forks again |
-| task removal (`admin.remove_task`) | `removed_tasks` in system.pb first, then the task's history records and TensorBoard events (each file rewritten whole), state, path, components, config entry last | finishes the removal (`admin.finish_removals`) before anything else |
+| task removal (`admin.remove_task`) | `removed_tasks` in system.pb first, then the task's history records and TensorBoard events (each file rewritten whole), state, path, components, config entry last; `--remove_task` then does the same in each baseline system that still knows the task (`baselines/<method>/`, `admin.remove_task_from_baselines`) | finishes the removal (`admin.finish_removals`) before anything else; a rerun of `--remove_task` finishes the baselines' |
 | schema migration | from schema 1: every .pb as a record, `system.pb` last; from 2: `system.pb` | continues the migration |
 
 A component exists for readers only once its manifest does, so a crash mid-write leaves nothing
