@@ -6,8 +6,9 @@ r"""Quality benchmark: muNet / µ2Net against muNet's baselines (muNet Table 1's
 
 Runtime on 2 idle CPU cores with the shipped chars-lite config (2x2x2x4): about 14 minutes per
 seed (two evolution runs, scale factors 1 and 0.3, 3-4.5 minutes each, plus the three baselines
-with their replicas, about 6 minutes), so about 40 minutes for the default 3 seeds; `--quick`
-about 1-2 minutes. `--seed_offset` moves every seed (tuning runs use seeds the report does not).
+with their replicas, about 6 minutes), so about 45 minutes for the default 3 seeds (44.4
+measured); `--quick` about 1-2 minutes. `--seed_offset` moves every seed (tuning runs use seeds
+the report does not).
 
 The root is made once (pretrained first if the config says `root.pretrain`, as chars-lite
 does, about 30 s) and every run of every seed and method starts from it: the seeds vary
