@@ -51,7 +51,7 @@ flags.DEFINE_list("learning_rates", ["0.01", "0.02", "0.05"],
                   "Baseline learning rates to try: values of the search space's learning_rate.")
 flags.DEFINE_list("tasks", None, "Only these tasks (default: all of the config's).")
 flags.DEFINE_list("methods", None, "Baseline methods (default: the config's).")
-flags.DEFINE_bool("quick", False, "Smoke run: 2 tasks, tiny budgets (the numbers mean nothing).")
+flags.DEFINE_bool("quick", False, "Smoke run: 1 task, tiny budgets (the numbers mean nothing).")
 flags.DEFINE_string("work_dir", None,
                     "Keep the system directories here instead of a deleted temporary directory.")
 
@@ -111,7 +111,7 @@ def main(argv):
             f"child-epochs per task, the config {total}.", flush=True)
   tasks = list(FLAGS.tasks) if FLAGS.tasks else None
   if FLAGS.quick and not tasks:
-    tasks = [t.name for t in config.tasks][:2]
+    tasks = [t.name for t in config.tasks][:1]
   task_names = tasks or [t.name for t in config.tasks]
   task_data = preflight.load_tasks(config, task_names)
   methods = list(FLAGS.methods) if FLAGS.methods else list(config.proto.baselines.methods)
