@@ -41,6 +41,22 @@ _SKIPPED = {"bash", "sh", "source", "sudo", "apt-get", "pip", "pip3", "bazel", "
 _OPERATORS, _REDIRECTIONS = {"&&", "||", ";", "|", "&"}, {">", ">>", "<"}
 
 
+def _join_continued(lines, where, end):
+  """(text, line number) pairs with lines ending in a backslash joined to the next; `where` and
+  `end` name the file and the block for the error when a continued line is last."""
+  joined, pending, start = [], None, None
+  for text, number in lines:
+    if pending is None:
+      pending, start = "", number
+    if text.rstrip().endswith("\\"):
+      pending += text.rstrip()[:-1] + " "
+      continue
+    joined.append((pending + text, start))
+    pending = None
+  assert pending is None, f"{where}:{start}: a continued line ends the {end}"
+  return joined
+
+
 def _header_lines(path):
   """The config's leading comment block, without the '#'s, continuation lines joined.
 
@@ -53,18 +69,7 @@ def _header_lines(path):
     if not line.startswith("#"):
       break
     lines.append((line[1:], number))
-  joined = []
-  pending, start = None, None
-  for text, number in lines:
-    if pending is None:
-      pending, start = "", number
-    if text.rstrip().endswith("\\"):
-      pending += text.rstrip()[:-1] + " "
-      continue
-    joined.append((pending + text, start))
-    pending = None
-  assert pending is None, f"{path}:{start}: a continued line ends the header"
-  return joined
+  return _join_continued(lines, path, "header")
 
 
 def _header_commands(path):
@@ -175,21 +180,16 @@ def _readme():
 
 def _sh_lines(markdown):
   """The lines of the ```sh blocks, continuation lines joined: (text, first line number) pairs."""
-  joined, fence, pending, start = [], None, None, None
+  joined, fence, block = [], None, []
   for number, line in enumerate(markdown.splitlines(), 1):
     if line.strip().startswith("```"):
-      assert pending is None, f"README.md:{start}: a continued line ends the code block"
+      if fence is not None and fence[0] in _SH_INFO:
+        joined += _join_continued(block, "README.md", "code block")
       fence = (line.strip()[3:].strip(), number) if fence is None else None
+      block = []
       continue
-    if fence is None or fence[0] not in _SH_INFO:
-      continue
-    if pending is None:
-      pending, start = "", number
-    if line.rstrip().endswith("\\"):
-      pending += line.rstrip()[:-1] + " "
-      continue
-    joined.append((pending + line, start))
-    pending = None
+    if fence is not None and fence[0] in _SH_INFO:
+      block.append((line, number))
   assert fence is None, f"README.md:{fence[1]}: a code block is never closed"
   return joined
 
