@@ -68,9 +68,7 @@ def remove_task(system_dir: str, task: str, *, faults: Optional[mfaults.Injector
   from mtsys.system import store as mstore
   system = mstore.Store.open(system_dir, faults)
   with lock.acquire(system_dir):  # held through the baselines, as a run holds it
-    for path in system.sweep_leftovers():  # we hold the lock: an interrupted run's leftovers
-      out(f"Removed {path}, left by an interrupted run.")
-    report = admin.remove_task(system, task)
+    report = admin.sweep_then_remove(system, task, out)
     baselines = admin.remove_task_from_baselines(fileio.join(system_dir, "baselines"), task,
                                                  system.faults, log=out)
     if report.already_removed and not baselines:

@@ -271,6 +271,15 @@ def finish_removals(store: mstore.Store) -> list[RemovalReport]:
   return [remove_task(store, t) for t in store.removed_tasks() if t in known]
 
 
+def sweep_then_remove(store: mstore.Store, task_name: str,
+                      log: Callable[[str], None] = print) -> RemovalReport:
+  """`remove_task` after sweeping an interrupted run's leftovers (each path logged); the
+  caller holds the system's run lock."""
+  for path in store.sweep_leftovers():
+    log(f"Removed {path}, left by an interrupted run.")
+  return remove_task(store, task_name)
+
+
 def remove_task_from_baselines(baselines_dir: str, task_name: str,
                                faults: Optional[mfaults.Injector] = None,
                                log: Callable[[str], None] = print
@@ -302,9 +311,7 @@ def remove_task_from_baselines(baselines_dir: str, task_name: str,
     if task_name not in known_tasks(store):
       continue
     with mlock.acquire(directory):
-      for path in store.sweep_leftovers():  # we hold its lock: an interrupted run's leftovers
-        log(f"Removed {path}, left by an interrupted run.")
-      report = remove_task(store, task_name)
+      report = sweep_then_remove(store, task_name, log)
     if not report.already_removed:
       done.append((name, report))
   return done

@@ -21,12 +21,9 @@ import socket
 from typing import Optional
 
 from mtsys import errors
+from mtsys.system import fileio
 
 LOCK_FILE = "RUN.lock"
-
-
-def _is_local(root: str) -> bool:
-  return "://" not in root
 
 
 class RunLock:
@@ -67,8 +64,8 @@ def acquire(system_dir: str) -> RunLock:
   Raises:
     LockHeldError: a live process holds it; the message names its host, pid and start time.
   """
-  path = os.path.join(system_dir, LOCK_FILE) if _is_local(system_dir) else system_dir
-  if not _is_local(system_dir):
+  path = os.path.join(system_dir, LOCK_FILE) if fileio.is_local(system_dir) else system_dir
+  if not fileio.is_local(system_dir):
     return RunLock(path, None)
   os.makedirs(system_dir, exist_ok=True)
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
