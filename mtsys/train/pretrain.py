@@ -30,6 +30,7 @@ from mtsys.protos import mtsys_pb2
 from mtsys.system import assembly
 from mtsys.system import paths as mpaths
 from mtsys.system import root as mroot
+from mtsys.system import root_claim
 from mtsys.system import store as mstore
 from mtsys.train import trainer
 
@@ -104,6 +105,26 @@ def ensure_root(store: mstore.Store, config: loader.Config, *,
   """
   with store.faults.phase_of(mfaults.ROOT_WRITE):
     return _ensure_root(store, config, root_from, strategy, log)
+
+
+def ensure_root_claimed(store: mstore.Store, config: loader.Config, *,
+                        root_from: Optional[mstore.Store] = None,
+                        strategy: Optional[tf.distribute.Strategy] = None,
+                        log: Callable[[str], None] = print,
+                        **claim_args) -> list[mtsys_pb2.ComponentSpec]:
+  """`ensure_root` for processes that share a store without the run lock (agents, issue #12).
+
+  Of the processes calling this at once on a system without a root exactly one writes it (the
+  holder of the root claim, `mtsys.system.root_claim`); the others wait until every root
+  component exists and use it. `claim_args`: `root_claim.ensure_once`'s (ttl_s, timeout_s, ...).
+  The single program keeps `ensure_root` under its run lock.
+  """
+  ids = mroot.root_ids(config)
+  root_claim.ensure_once(
+      store.root, lambda: all(store.has_component(c) for c in ids),
+      lambda: ensure_root(store, config, root_from=root_from, strategy=strategy, log=log),
+      **claim_args)
+  return [store.read_component_spec(c) for c in ids]
 
 
 def _ensure_root(store, config, root_from, strategy, log) -> list[mtsys_pb2.ComponentSpec]:
