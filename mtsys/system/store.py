@@ -4,7 +4,8 @@ Layout and protocol (everything below the system directory):
 
 | file | holds | written how | visible to readers when | a kill leaves |
 |---|---|---|---|---|
-| `system.pb` | SystemState: schema version, config, component sources, removed tasks | atomic replace | renamed into place | old or new file |
+| `system.pb` | SystemState: schema version, config, component sources, removed tasks; once generations exist, a mirror of the highest | atomic replace | renamed into place | old or new file |
+| `system.gen/<gen>.pb` | generation `gen` of the SystemState, made by a compare-and-swap (`mtsys.system.state_cas.update_state`, agents); readers take the highest, else system.pb | exclusive create of the generation after the one read (`fileio.create_exclusive`, local only); a conflict re-reads and retries | linked into place whole | the file whole, or a temporary leftover |
 | `components/<id>/weights.npz` | weight arrays in the layer's `weights` order (no pickle) | plain write, once | its manifest exists | a manifest-less dir |
 | `components/<id>/optimizer.npz` | optimizer slots (SGD momentum traces) aligned with the weights | plain write, once | its manifest exists | a manifest-less dir |
 | `components/<id>/MANIFEST.pb` | ComponentSpec with the two files' SHA-256 | atomic replace, LAST | renamed into place | the component whole, or invisible |
@@ -61,6 +62,7 @@ from mtsys.system import component_files
 from mtsys.system import fileio
 from mtsys.system import records
 from mtsys.system import recovery
+from mtsys.system import state_cas
 
 # Bump when the layout or the meaning of saved fields changes incompatibly.
 # 1: bare .pb messages. 2: every .pb is a checksummed record (mtsys.system.records).
@@ -83,6 +85,7 @@ IncompatibleSchemaError = errors.IncompatibleSchemaError
 SystemNotFoundError = errors.SystemNotFoundError
 StoreAccessError = errors.StoreAccessError
 MissingComponentError = errors.MissingComponentError
+ConcurrentUpdateError = state_cas.ConcurrentUpdateError
 
 _join = fileio.join
 
@@ -105,6 +108,8 @@ class Store(component_files.ComponentFiles):
     self._sources: Optional[list[str]] = None
     # System directory -> the schema version its system.pb states.
     self._schemas: dict[str, int] = {}
+    # System directory -> the generation of the SystemState last read (`mtsys.system.state_cas`).
+    self._generations: dict[str, int] = {}
 
   # ------------------------------------------------------------------ system
   @classmethod
@@ -159,8 +164,10 @@ class Store(component_files.ComponentFiles):
     return state
 
   def _read_system_file(self, root: str) -> mtsys_pb2.SystemState:
-    """A system directory's system.pb, schema checked; notes the system's schema version."""
-    path = _join(root, _SYSTEM)
+    """A system directory's state (its highest generation file, else system.pb), schema checked;
+    notes the system's schema version and the generation read (`mtsys.system.state_cas`)."""
+    generation = state_cas.highest(root)
+    path = state_cas.gen_path(root, generation) if generation else _join(root, _SYSTEM)
     data = self._read(path)
     state = records.parse(data, path, mtsys_pb2.SystemState(), legacy_ok=True)
     framed = records.is_framed(data)
@@ -173,7 +180,28 @@ class Store(component_files.ComponentFiles):
       raise CorruptFileError(f"{path} says schema version {state.schema_version} but is "
                              f"{'' if framed else 'not '}a checksummed record: it is corrupt.")
     self._schemas[root] = state.schema_version
+    self._generations[root] = generation
     return state
+
+  def commit_state(self, state: mtsys_pb2.SystemState, force_generation: bool = False) -> None:
+    """Writes `state` as the successor of the generation last read (`read_state`).
+
+    Without generation files (and not `force_generation`): replaces system.pb, as the single
+    program always has. Otherwise a conditional commit (`mtsys.system.state_cas`).
+
+    Raises:
+      ConcurrentUpdateError: another writer committed after this store's last read.
+    """
+    generation = self._generations.get(self.root)
+    if generation is None:
+      self._read_system_file(self.root)
+      generation = self._generations[self.root]
+    data = records.frame(state.SerializeToString())
+    if generation or force_generation:
+      state_cas.commit(self.root, generation + 1, data, self.faults)
+      self._generations[self.root] = generation + 1
+    else:
+      self._write_atomic(self._system_file, data)
 
   def _schema(self, root: str) -> int:
     if root not in self._schemas:
@@ -199,7 +227,7 @@ class Store(component_files.ComponentFiles):
       self._frame_pb_files()
     state = self._read_system_file(self.root)
     state.schema_version = SCHEMA_VERSION
-    self._write_atomic(self._system_file, records.frame(state.SerializeToString()))
+    self.commit_state(state)
     self._schemas[self.root] = SCHEMA_VERSION
 
   def _frame_pb_files(self) -> None:
@@ -224,7 +252,7 @@ class Store(component_files.ComponentFiles):
     if removed_tasks is not None:
       del state.removed_tasks[:]
       state.removed_tasks.extend(sorted(set(removed_tasks)))
-    self._write_pb(self._system_file, state)
+    self.commit_state(state)
 
   def removed_tasks(self) -> list[str]:
     """Tasks removed from the system (see `mtsys.system.admin.remove_task`)."""
@@ -246,7 +274,7 @@ class Store(component_files.ComponentFiles):
     state = self.read_state()
     del state.component_sources[:]
     state.component_sources.extend(sources)
-    self._write_pb(self._system_file, state)
+    self.commit_state(state)
     self._sources = list(sources)
 
   def sweep_leftovers(self, older_than_seconds: float = 0.0) -> list[str]:
