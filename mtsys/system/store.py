@@ -10,6 +10,7 @@ Layout and protocol (everything below the system directory):
 | `components/<id>/optimizer.npz` | optimizer slots (SGD momentum traces) aligned with the weights | plain write, once | its manifest exists | a manifest-less dir |
 | `components/<id>/MANIFEST.pb` | ComponentSpec with the two files' SHA-256 | atomic replace, LAST | renamed into place | the component whole, or invisible |
 | `paths/<task>.pb` | PathSpec of the task's best path | atomic replace | renamed into place | old or new path |
+| `paths/<task>.fenced/<token>.<seq>.pb` | agents' path commits under the task's lease token (`mtsys.system.fenced_paths`); the highest (token, seq) is the path, `paths/<task>.pb` mirrors it | exclusive create, refused (`LeaseLost`) when a higher token committed | linked into place whole | the file whole, or a temporary leftover |
 | `evolution/state.pb` | EvolutionState: where evolution is, for resuming | atomic replace | renamed into place | old or new state |
 | `history/<writer>.<segment>.log` | ChildRecords of the children one program trained (`mtsys.system.history`) | atomic replace of the writer's open segment, once per generation, before `evolution/state.pb`; `admin.remove_task` rewrites each file without a removed task's records (a file left empty is deleted) | renamed into place | old or new file (readers also skip a truncated last record) |
 | `tensorboard/<writer>/events.out.tfevents.*` | TensorBoard events of evolution (`mtsys.evolution.events`); no part of the state | TensorFlow's summary writer, flushed once per generation | - (only `admin.remove_task` rewrites them, without a removed task's events) | a truncated last event, which TensorBoard skips |
@@ -331,6 +332,8 @@ class Store(component_files.ComponentFiles):
     return out
 
   def delete_path(self, task: str) -> None:
+    """Deletes the task's path: its fenced commits (agents') first, then its path file."""
+    fileio.rmtree(_join(self.root, "paths", names.task_file_stem(task) + ".fenced"), self.faults)
     self._remove(self._path_file(task))
 
   def snapshot(self) -> mtsys_pb2.SystemState:
