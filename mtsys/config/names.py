@@ -42,3 +42,8 @@ def task_file_stem(name: str) -> str:
   """An injective, path-safe file name for a task ('emnist/digits' -> 'emnist~digits')."""
   # '~' cannot occur in a valid task name, so the mapping is reversible.
   return check_task_name(name).replace("/", "~")
+
+
+def task_from_file_stem(stem: str) -> str:
+  """The task a `task_file_stem` names ('emnist~digits' -> 'emnist/digits')."""
+  return check_task_name(stem.replace("~", "/"))

@@ -540,3 +540,41 @@ class ChildRecord(_message.Message):
     author: str
     writer: str
     def __init__(self, task: _Optional[str] = ..., task_iteration: _Optional[int] = ..., generation: _Optional[int] = ..., index: _Optional[int] = ..., sequence: _Optional[int] = ..., parent_id: _Optional[str] = ..., path_id: _Optional[str] = ..., mutations: _Optional[_Iterable[str]] = ..., hparams: _Optional[_Mapping[str, HParamValue]] = ..., mutation_probs: _Optional[_Mapping[str, float]] = ..., metrics: _Optional[_Union[PathMetrics, _Mapping]] = ..., added_params: _Optional[int] = ..., score: _Optional[float] = ..., parent_score: _Optional[float] = ..., kept: _Optional[bool] = ..., best_score: _Optional[float] = ..., epochs: _Optional[_Iterable[_Union[EpochMetrics, _Mapping]]] = ..., component_ids: _Optional[_Iterable[str]] = ..., system_components: _Optional[int] = ..., system_params: _Optional[int] = ..., wall_time_ms: _Optional[int] = ..., seconds: _Optional[float] = ..., author: _Optional[str] = ..., writer: _Optional[str] = ...) -> None: ...
+
+class InflightRecord(_message.Message):
+    __slots__ = ("task", "holder", "token", "expiry", "component_ids")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRY_FIELD_NUMBER: _ClassVar[int]
+    COMPONENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    holder: str
+    token: int
+    expiry: float
+    component_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, task: _Optional[str] = ..., holder: _Optional[str] = ..., token: _Optional[int] = ..., expiry: _Optional[float] = ..., component_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AgentRecord(_message.Message):
+    __slots__ = ("task", "holder", "mode", "task_iterations", "started", "devices")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    TASK_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    holder: str
+    mode: str
+    task_iterations: int
+    started: str
+    devices: str
+    def __init__(self, task: _Optional[str] = ..., holder: _Optional[str] = ..., mode: _Optional[str] = ..., task_iterations: _Optional[int] = ..., started: _Optional[str] = ..., devices: _Optional[str] = ...) -> None: ...
+
+class ForkRecord(_message.Message):
+    __slots__ = ("directory", "registered")
+    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    directory: str
+    registered: str
+    def __init__(self, directory: _Optional[str] = ..., registered: _Optional[str] = ...) -> None: ...

@@ -9,8 +9,9 @@ paths keep every component they use, so no other task's predictions change.
 
 A fork is a cheap copy of a system: its own `system.pb`, paths and evolution state, but no
 component files; it reads the (write-once) components it does not hold from its sources (see
-`mtsys.system.component_files`). Run these operations while no evolution or agent writes to the
-system.
+`mtsys.system.component_files`). It registers itself in each source (`forks/<id>.pb`), whose
+garbage collection (`mtsys.system.gc`) then keeps what the fork uses. Run these operations while
+no evolution or agent writes to the system.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from mtsys import faults as mfaults
 from mtsys.protos import mtsys_pb2
 from mtsys.system import fileio
 from mtsys.system import history
+from mtsys.system import liveness
 from mtsys.system import lock as mlock
 from mtsys.system import recovery
 from mtsys.system import root as mroot
@@ -333,18 +335,24 @@ def fork(src_root: str, dst_root: str,
   The fork gets its own `system.pb` (the source's config; `component_sources` = [src_root] +
   the source's own sources, nearest first), copies of the source's paths and evolution state, and
   no component files: components are write-once, so the fork reads the source's. What the fork
-  writes goes to `dst_root` only; the source is never written. `dst_root` must be new or empty,
-  or hold what a fork killed before its end left (it is discarded and the fork made again): the
-  paths and state are written first and `system.pb`, which makes the fork exist, last.
+  writes goes to `dst_root` only; of the sources only their registration of the fork is written.
+  `dst_root` must be new or empty, or hold what a fork killed before its end left (it is
+  discarded and the fork made again): the paths and state are written first and `system.pb`,
+  which makes the fork exist, last.
 
-  A fork relies on its sources keeping the components it uses. The source's own garbage
-  collection (the end of an active phase) deletes only components its own paths no longer use,
-  which a fork may still use (the fork's copy of an older path, or of an in-progress
-  population). So stop evolving the source, or call `detach(fork)` first.
+  First of all the fork is registered in each source (`forks/<id>.pb`,
+  `liveness.register_fork`), before the source's paths and state are read, so a kill never
+  leaves an unregistered fork: the sources' garbage collection (`mtsys.system.gc`) keeps what
+  registered forks use, and refuses while one cannot be read (e.g. a fork killed before its
+  `system.pb`, until its command is rerun). A single-program run's end-of-phase clean-up of the
+  source still deletes the components its own paths no longer use, which a fork may use (its
+  copy of an older path, or of an in-progress population): stop evolving the source with
+  `bin/evolve.py`, or call `detach(fork)` first.
 
   Raises:
     SystemNotFoundError: no system at `src_root`.
     IncompatibleSystemError: `dst_root` is `src_root` or is not empty.
+    StoreAccessError: a source cannot be written (read-only): the fork is not made.
   """
   src = mstore.Store.open(src_root)
   if mstore.normalize_root(src_root) == mstore.normalize_root(dst_root):
@@ -357,6 +365,7 @@ def fork(src_root: str, dst_root: str,
     recovery.discard_unfinished_create(dst_root, faults)
     state = src.read_state()
     sources = [mstore.normalize_root(src.root)] + src.component_sources
+    liveness.register_fork(dst_root, sources, faults)
     return mstore.Store.create(dst_root, state.config, component_sources=sources, faults=faults,
                                paths=list(src.paths().values()),
                                evolution_state=src.read_evolution_state())

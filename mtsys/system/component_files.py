@@ -43,6 +43,7 @@ from mtsys import faults as mfaults
 from mtsys.config import names
 from mtsys.protos import mtsys_pb2
 from mtsys.system import fileio
+from mtsys.system import records
 
 MANIFEST = "MANIFEST.pb"
 _WEIGHTS = "weights.npz"
@@ -72,7 +73,8 @@ class ComponentFiles:
   """Reads and writes the components of one system directory and of its component sources.
 
   The base class of `mtsys.system.store.Store`, which provides the rest: `root`, `faults`,
-  `component_sources`, and the I/O `_read`, `_parse`, `_write_pb`, `_write_plain`, `_remove`.
+  `component_sources`, and the I/O `_read`, `_parse`, `_write_pb`, `_write_plain`, `_remove`,
+  `_migrate`.
   """
 
   root: str
@@ -157,8 +159,20 @@ class ComponentFiles:
       self._write_plain(_join(cdir, _OPTIMIZER), data)
       out.optimizer_file, out.optimizer_sha256 = _OPTIMIZER, _sha256(data)
       out.optimizer_slots_kind = mtsys_pb2.ComponentSpec.LR_FREE_TRACE
-    # The manifest makes the component visible: it must be the last write.
-    self._write_pb(_join(cdir, MANIFEST), out)
+    # The manifest makes the component visible: it must be the last write. Locally it is an
+    # exclusive create, so of two writers of one id (agents, issue #12) exactly one succeeds;
+    # object stores need the create-only precondition tf.io.gfile lacks (ifGenerationMatch=0 on
+    # GCS): there write-once rests on the ids being unique (random, per task).
+    manifest = _join(cdir, MANIFEST)
+    if fileio.is_local(manifest):
+      self._migrate()
+      try:
+        fileio.create_exclusive(manifest, records.frame(out.SerializeToString()), self.faults)
+      except fileio.AlreadyExists:
+        raise FileExistsError(f"Component '{spec.id}' already exists in {self.root}; "
+                              "components are write-once.") from None
+    else:
+      self._write_pb(manifest, out)
     return out
 
   def read_component_spec(self, component_id: str) -> mtsys_pb2.ComponentSpec:

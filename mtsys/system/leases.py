@@ -123,6 +123,27 @@ def holder_id(clock: Clock = time.time) -> str:
   return f"{socket.gethostname()}/{os.getpid()}/{started}"
 
 
+def local_holder_dead(holder: str) -> bool:
+  """True when `holder` (a `holder_id`) names a process of this host that no longer runs.
+
+  Safe for `acquire(holder_dead=...)`: a wrong "dead" (another host with this host's name and
+  its own process ids, a container's separate pid namespace) only lets two processes believe
+  at once, which fenced commits make harmless (the older token's commits are refused); a pid
+  reused by another process reads as alive, and the lease is waited out as usual.
+  """
+  host, _, rest = holder.partition("/")
+  pid = rest.partition("/")[0]
+  if host != socket.gethostname() or not pid.isdigit():
+    return False
+  try:
+    os.kill(int(pid), 0)
+  except ProcessLookupError:
+    return True
+  except PermissionError:
+    return False  # alive, someone else's
+  return False
+
+
 def current(root: str, key: str) -> Optional[Lease]:
   """The key's highest token (live, expired or released), or None if it never had a lease."""
   _require_local(root, key)
@@ -131,12 +152,15 @@ def current(root: str, key: str) -> Optional[Lease]:
 
 def acquire(root: str, key: str, holder: str, ttl_s: float, clock: Clock = time.time, *,
             max_clock_skew_s: float = MAX_CLOCK_SKEW_S,
-            faults: Optional[mfaults.Injector] = None) -> Lease:
+            faults: Optional[mfaults.Injector] = None,
+            holder_dead: Callable[[str], bool] = lambda holder: False) -> Lease:
   """Takes the lease of `key` for `holder` for `ttl_s` seconds, with a new, higher token.
 
   Free (no lease yet, or the highest expired more than `max_clock_skew_s` ago, or released):
   takes the next token. The caller's own lease, live or not, is superseded by the next token at
-  once (its old `Lease` then fails `check`). Another holder's live lease: `LeaseHeld`.
+  once (its old `Lease` then fails `check`). Another holder's live lease: `LeaseHeld`, unless
+  `holder_dead(its holder)` says that process is gone for certain (`local_holder_dead`: a
+  restarted agent need not wait out the expiry of the lease its killed process left).
 
   Raises:
     LeaseHeld: naming the key, the holder, its token and when it expires.
@@ -155,8 +179,8 @@ def acquire(root: str, key: str, holder: str, ttl_s: float, clock: Clock = time.
   for _ in range(_ACQUIRE_ATTEMPTS):
     now = clock()  # before the read: a takeover must not act on a read older than its clock
     latest = _highest(root, key)
-    if latest is not None and latest.holder != holder and not _taken_over(latest, now,
-                                                                          max_clock_skew_s):
+    if (latest is not None and latest.holder != holder
+        and not _taken_over(latest, now, max_clock_skew_s) and not holder_dead(latest.holder)):
       raise _held(latest, now, max_clock_skew_s)
     lease = Lease(root=root, key=key, token=latest.token + 1 if latest else 1, holder=holder,
                   acquired=now, expiry=now + ttl_s, ttl_s=ttl_s, written=now)

@@ -6,6 +6,10 @@ left by a killed run is simply free for the next run: there is no stale state to
 no lease to wait out. The file also holds who took it (host, pid, start time) so a second run
 can name the holder. The file itself stays after a run; only the flock means "held".
 
+Agents and garbage collection (issue #12) take the same lock *shared* (`acquire_shared`): any
+number of them run together, while a single-program run (exclusive) and they exclude each other,
+since the single program assumes it is the only writer (it sweeps what it finds unfinished).
+
 Object stores (gs://, s3://) offer no flock and tf.io.gfile no conditional write, so the lock is
 not enforced there (an object-store precondition needs the store's own client): run one job per
 system directory, or use agents (one writer per task).
@@ -58,28 +62,56 @@ def holder(system_dir: str) -> Optional[dict]:
     return None
 
 
-def acquire(system_dir: str) -> RunLock:
-  """Takes the run lock of `system_dir` (created if needed) for this process.
-
-  Raises:
-    LockHeldError: a live process holds it; the message names its host, pid and start time.
-  """
+def _open_locked(system_dir: str, mode: int) -> Optional[RunLock]:
+  """The lock file of `system_dir` flocked with `mode` (non-blocking); None when another
+  process holds it incompatibly. Object stores: an unenforced lock (module doc)."""
   path = os.path.join(system_dir, LOCK_FILE) if fileio.is_local(system_dir) else system_dir
   if not fileio.is_local(system_dir):
     return RunLock(path, None)
   os.makedirs(system_dir, exist_ok=True)
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    fcntl.flock(fd, mode | fcntl.LOCK_NB)
   except BlockingIOError:
     os.close(fd)
+    return None
+  return RunLock(path, fd)
+
+
+def acquire(system_dir: str) -> RunLock:
+  """Takes the run lock of `system_dir` (created if needed) for this process.
+
+  Raises:
+    LockHeldError: a live process holds it; the message names its host, pid and start time.
+  """
+  held = _open_locked(system_dir, fcntl.LOCK_EX)
+  if held is None:
     who = holder(system_dir) or {}
     raise errors.LockHeldError(
         f"System directory {system_dir} is in use by another run (host {who.get('host', '?')}, "
-        f"pid {who.get('pid', '?')}, started {who.get('started', '?')}); one run may write a "
-        "system at a time. Wait for it to finish or stop it, then rerun.") from None
-  info = {"host": socket.gethostname(), "pid": os.getpid(),
-          "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
-  os.ftruncate(fd, 0)
-  os.write(fd, json.dumps(info).encode())
-  return RunLock(path, fd)
+        f"pid {who.get('pid', '?')}, started {who.get('started', '?')}) or by agents or garbage "
+        "collection; one run may write a system at a time. Wait for it to finish or stop it, "
+        "then rerun.")
+  if held.enforced:
+    info = {"host": socket.gethostname(), "pid": os.getpid(),
+            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    os.ftruncate(held._fd, 0)  # pylint: disable=protected-access
+    os.write(held._fd, json.dumps(info).encode())  # pylint: disable=protected-access
+  return held
+
+
+def acquire_shared(system_dir: str, who: str = "agents") -> RunLock:
+  """Takes the run lock of `system_dir` shared (agents, garbage collection: many at once).
+
+  Raises:
+    LockHeldError: a single-program run holds it exclusively; the message names it.
+  """
+  held = _open_locked(system_dir, fcntl.LOCK_SH)
+  if held is None:
+    info = holder(system_dir) or {}
+    raise errors.LockHeldError(
+        f"System directory {system_dir} is in use by a single-program run (host "
+        f"{info.get('host', '?')}, pid {info.get('pid', '?')}, started "
+        f"{info.get('started', '?')}); {who} cannot write it at the same time. Wait for it to "
+        "finish or stop it, then rerun.")
+  return held

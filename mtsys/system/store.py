@@ -12,10 +12,16 @@ Layout and protocol (everything below the system directory):
 | `paths/<task>.pb` | PathSpec of the task's best path | atomic replace | renamed into place | old or new path |
 | `paths/<task>.fenced/<token>.<seq>.pb` | agents' path commits under the task's lease token (`mtsys.system.fenced_paths`); the highest (token, seq) is the path, `paths/<task>.pb` mirrors it | exclusive create, refused (`LeaseLost`) when a higher token committed | linked into place whole | the file whole, or a temporary leftover |
 | `evolution/state.pb` | EvolutionState: where evolution is, for resuming | atomic replace | renamed into place | old or new state |
+| `evolution/agents/<task>.pb` | EvolutionState of one task's agent (`mtsys.evolution.agent`): agents never share a state file | atomic replace by the task's lease holder | renamed into place | old or new state |
 | `history/<writer>.<segment>.log` | ChildRecords of the children one program trained (`mtsys.system.history`) | atomic replace of the writer's open segment, once per generation, before `evolution/state.pb`; `admin.remove_task` rewrites each file without a removed task's records (a file left empty is deleted) | renamed into place | old or new file (readers also skip a truncated last record) |
 | `tensorboard/<writer>/events.out.tfevents.*` | TensorBoard events of evolution (`mtsys.evolution.events`); no part of the state | TensorFlow's summary writer, flushed once per generation | - (only `admin.remove_task` rewrites them, without a removed task's events) | a truncated last event, which TensorBoard skips |
 | `leases/<key>/<token>.pb` | a lease with expiry and fencing token per key, for agents (`mtsys.system.leases`, issue #12: used by fenced path commits and the root claim) | exclusive create of the next token (`fileio.create_exclusive`, local only); renew/release rewrite their own token atomically | a temporary file (the target is never partial) | old or new file |
 | `root.claim/leases/root/<token>.pb` | the root claim: which agent writes the root while the others wait (`mtsys.system.root_claim`) | a lease (exclusive create), renewed while the root is written, released after | - | a claim a waiter takes over after expiry + skew |
+| `inflight/<task>.pb` | InflightRecord: the components the task's agent's generation reads or creates, with an expiry (`mtsys.system.inflight`) | atomic replace by the task's lease holder, each generation and each lease renewal | renamed into place | old or new record |
+| `agents/<task>.pb`, `barriers/<n>/<task>.pb` | AgentRecord of the task's agent; its mark of finishing task-set iteration n (`mtsys.evolution.barriers`) | atomic replace (durable) | renamed into place | old or new file |
+| `forks/<id>.pb` | ForkRecord of a fork reading components from this system (`mtsys.system.gc` keeps what it uses) | atomic replace, before the fork's `system.pb` | renamed into place | old or new record |
+| `gc.claim/leases/gc/<token>.pb` | the collection lease: one garbage collection at a time (`mtsys.system.gc`) | as `leases/` | a temporary file | old or new file |
+| `components/<id>/GC.tombstone` | garbage collection's claim on an unreferenced component (`mtsys.system.gc`) | exclusive create, then the component is deleted or the tombstone removed | - (agents treat a tombstoned component as gone) | a tombstone the next collection finishes |
 | `RUN.lock` | who runs here (host, pid, start); `flock`ed while held | `mtsys.system.lock` | - | a free lock (the kernel drops it) |
 | `baselines/<method>/` | a whole system per baseline method, same layout | as above | as above | as above |
 | `*.tmp-<random>` | a replacement being written | plain write | never | a leftover |
@@ -39,10 +45,20 @@ whose components a fork reads when it does not hold them.
 Primitives (`mtsys.system.fileio`): "atomic replace" is a temporary file `rename(2)`d over the
 target on local filesystems, and one object upload on object stores (gs://, s3://), which make
 an object visible whole or not at all. `tf.io.gfile` offers no create-if-absent (its
-`rename(overwrite=False)` checks, then renames), so write-once is not enforced by the filesystem:
-it holds because one process writes a system at a time, by `flock` on `RUN.lock` (local; a
-kill frees it). Object stores have no flock and `tf.io.gfile` no generation precondition: there
-the lock is not enforced (documented in `mtsys.system.lock`).
+`rename(overwrite=False)` checks, then renames), so on local filesystems the files that must be
+created once (a component's MANIFEST.pb, lease tokens, fenced path commits, system-state
+generations, an agent-made `system.pb`) use `fileio.create_exclusive` (`link(2)`); on object
+stores that needs the store's create-only precondition (`ifGenerationMatch=0` on GCS), not
+implemented: there one writer per system (`flock` on `RUN.lock` is local only too) and unique
+component ids are what keep writes single.
+
+Writers. The single program (`bin/evolve.py`) holds `RUN.lock` exclusively and is the only
+writer. Agents (`bin/agent.py`, issue #12) and garbage collection (`bin/gc.py`) hold it shared;
+among them: the root is written by the holder of the root claim (`mtsys.system.root_claim`),
+`system.pb` changes by compare-and-swap of generations (`mtsys.system.state_cas`), each task's
+path, state and in-flight record by the holder of the task's lease, paths committed fenced by
+its token (`mtsys.system.fenced_paths`); components are deleted only by garbage collection's
+protocol (`mtsys.system.gc`). Clock assumption: wall clocks within `leases.MAX_CLOCK_SKEW_S`.
 
 Multi-file steps (root, generation, end of an active phase, baselines, fork, task removal, schema
 migration) write in an order that lets the next run finish or undo them after a kill; that order,
@@ -52,6 +68,7 @@ and the clean-up of what a killed writer left, are in `mtsys.system.recovery`.
 from __future__ import annotations
 
 import os
+import time
 from typing import Iterable, Optional, Sequence
 
 import tensorflow as tf
@@ -108,6 +125,8 @@ class Store(component_files.ComponentFiles):
     self.faults = faults or mfaults.Injector()
     # Component sources of a fork, read lazily from system.pb (None: not read yet).
     self._sources: Optional[list[str]] = None
+    # Seconds spent reading and writing files through this store (`_read`, `_write_*`).
+    self.io_seconds = 0.0
     # System directory -> the schema version its system.pb states.
     self._schemas: dict[str, int] = {}
     # System directory -> the generation of the SystemState last read (`mtsys.system.state_cas`).
@@ -119,7 +138,8 @@ class Store(component_files.ComponentFiles):
              component_sources: Sequence[str] = (),
              faults: Optional[mfaults.Injector] = None,
              paths: Sequence[mtsys_pb2.PathSpec] = (),
-             evolution_state: Optional[mtsys_pb2.EvolutionState] = None) -> "Store":
+             evolution_state: Optional[mtsys_pb2.EvolutionState] = None,
+             exclusive: bool = False) -> "Store":
     """Creates a system at `root`, or opens it if it exists (checking the schema version).
 
     `component_sources` (for forks, see `mtsys.system.admin.fork`): system directories, nearest
@@ -127,6 +147,8 @@ class Store(component_files.ComponentFiles):
     `evolution_state`: the new system's first contents (a fork's copies). They are written
     before `system.pb`, which makes the system exist: a kill midway leaves no system (see
     `recovery.is_unfinished_create`). All of these are ignored when the system already exists.
+    `exclusive` (agents starting at once on an empty directory, local only): `system.pb` is
+    created only if absent, so one of them creates the system and the others open it.
     """
     store = cls(root, faults)
     if tf.io.gfile.exists(store._system_file):
@@ -142,7 +164,14 @@ class Store(component_files.ComponentFiles):
       store.write_evolution_state(evolution_state)
     state = mtsys_pb2.SystemState(schema_version=SCHEMA_VERSION, config=config,
                                   component_sources=list(component_sources))
-    store._write_pb(store._system_file, state)
+    if exclusive and fileio.is_local(store.root):
+      try:
+        fileio.create_exclusive(store._system_file, records.frame(state.SerializeToString()),
+                                store.faults)
+      except fileio.AlreadyExists:
+        return cls.open(root, faults)
+    else:
+      store._write_pb(store._system_file, state)
     store._sources = list(component_sources)
     return store
 
@@ -290,16 +319,36 @@ class Store(component_files.ComponentFiles):
   def _evolution_file(self) -> str:
     return _join(self.root, "evolution", "state.pb")
 
-  def read_evolution_state(self) -> mtsys_pb2.EvolutionState:
-    """Where evolution is (empty state for a system that has not evolved yet)."""
-    if not tf.io.gfile.exists(self._evolution_file):
-      return mtsys_pb2.EvolutionState()
-    return self._parse(self._evolution_file, mtsys_pb2.EvolutionState())
+  def _agent_state_file(self, task: str) -> str:
+    return _join(self.root, "evolution", "agents", names.task_file_stem(task) + ".pb")
 
-  def write_evolution_state(self, state: mtsys_pb2.EvolutionState) -> None:
-    """Replaces the evolution state atomically."""
-    tf.io.gfile.makedirs(_join(self.root, "evolution"))
-    self._write_pb(self._evolution_file, state)
+  def read_evolution_state(self, task: Optional[str] = None) -> mtsys_pb2.EvolutionState:
+    """Where evolution is (empty state for a system that has not evolved yet): the single
+    program's state, or with `task` the state of that task's agent (one per task)."""
+    path = self._evolution_file if task is None else self._agent_state_file(task)
+    if not tf.io.gfile.exists(path):
+      return mtsys_pb2.EvolutionState()
+    return self._parse(path, mtsys_pb2.EvolutionState())
+
+  def write_evolution_state(self, state: mtsys_pb2.EvolutionState,
+                            task: Optional[str] = None) -> None:
+    """Replaces the evolution state (with `task`: that task's agent's) atomically."""
+    path = self._evolution_file if task is None else self._agent_state_file(task)
+    tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
+    self._write_pb(path, state)
+
+  def evolution_states(self) -> dict[str, mtsys_pb2.EvolutionState]:
+    """Every saved evolution state: "" -> the single program's, task -> its agent's."""
+    out = {}
+    if tf.io.gfile.exists(self._evolution_file):
+      out[""] = self.read_evolution_state()
+    base = _join(self.root, "evolution", "agents")
+    if tf.io.gfile.isdir(base):
+      for entry in sorted(tf.io.gfile.listdir(base)):
+        if entry.endswith(".pb"):
+          state = self._parse(_join(base, entry), mtsys_pb2.EvolutionState())
+          out[names.task_from_file_stem(entry[:-3])] = state
+    return out
 
   # ------------------------------------------------------------------- paths
   def _path_file(self, task: str) -> str:
@@ -345,6 +394,17 @@ class Store(component_files.ComponentFiles):
     return state
 
   # --------------------------------------------------------------------- I/O
+  def _timed(fn):  # pylint: disable=no-self-argument
+    """Adds the call's wall time to `io_seconds` (agents report their share of store I/O)."""
+    def timed(self, *args):
+      start = time.perf_counter()
+      try:
+        return fn(self, *args)  # pylint: disable=not-callable
+      finally:
+        self.io_seconds += time.perf_counter() - start
+    return timed
+
+  @_timed
   def _read(self, path: str) -> bytes:
     return fileio.read(path)
 
@@ -358,12 +418,15 @@ class Store(component_files.ComponentFiles):
     self._migrate()
     self._write_atomic(path, records.frame(message.SerializeToString()))
 
+  @_timed
   def _write_plain(self, path: str, data: bytes) -> None:
     fileio.write_plain(path, data, self.faults)
 
+  @_timed
   def _write_atomic(self, path: str, data: bytes) -> None:
     fileio.write_atomic(path, data, self.faults)
 
+  @_timed
   def _remove(self, path: str) -> None:
     fileio.remove(path, self.faults)
 

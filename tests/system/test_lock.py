@@ -32,8 +32,8 @@ def test_second_run_stops_naming_the_holder_and_a_killed_holder_frees_it(tmp_pat
   try:
     with pytest.raises(errors.LockHeldError,
                        match=rf"^System directory {tmp_path} is in use by another run \(host "
-                             rf"\S+, pid {proc.pid}, started \d{{4}}-\d\d-\d\dT[^)]+\); one run "
-                             r"may write a system at a time\."):
+                             rf"\S+, pid {proc.pid}, started \d{{4}}-\d\d-\d\dT[^)]+\) or by agents "
+                             r"or garbage collection; one run may write a system at a time\."):
       lock.acquire(str(tmp_path))
   finally:
     os.kill(proc.pid, signal.SIGKILL)
@@ -74,3 +74,26 @@ def test_evolve_refuses_a_directory_a_live_run_holds(tmp_path):
   assert f"pid {proc.pid}" in done.stderr.splitlines()[-1]
   assert os.listdir(tmp_path / "system") == [lock.LOCK_FILE]
   assert time.time() - start < 240
+
+
+def test_agents_share_the_lock_and_exclude_a_single_program_run_both_ways(tmp_path):
+  first = lock.acquire_shared(str(tmp_path), "agents")
+  second = lock.acquire_shared(str(tmp_path), "garbage collection")  # shared: both hold it
+  try:
+    assert first.enforced and second.enforced
+    with pytest.raises(errors.LockHeldError, match=r"or by agents or garbage collection"):
+      lock.acquire(str(tmp_path))
+  finally:
+    first.release()
+    second.release()
+  proc = _holder_process(tmp_path)  # a single-program run holds it exclusively
+  try:
+    with pytest.raises(errors.LockHeldError,
+                       match=rf"^System directory {tmp_path} is in use by a single-program run "
+                             rf"\(host \S+, pid {proc.pid}, started [^)]+\); the agent of task "
+                             r"'a' cannot write it at the same time\."):
+      lock.acquire_shared(str(tmp_path), "the agent of task 'a'")
+  finally:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+  lock.acquire_shared(str(tmp_path)).release()  # the kill freed it
