@@ -39,6 +39,21 @@ def define_strategy_flags() -> None:
                        "without accelerators); 0 leaves it whole.")
 
 
+def define_thread_flags() -> None:
+  flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow intra-op threads (0: its default).")
+  flags.DEFINE_integer("inter_op_threads", 0, "TensorFlow inter-op threads (0: its default).")
+
+
+def apply_thread_flags() -> None:
+  """Sets TensorFlow's thread pools from the flags; call before TensorFlow runs anything."""
+  if FLAGS.intra_op_threads or FLAGS.inter_op_threads:
+    import tensorflow as tf
+    if FLAGS.intra_op_threads:
+      tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op_threads)
+    if FLAGS.inter_op_threads:
+      tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
+
+
 def distribution(config: loader.Config) -> mtsys_pb2.DistributionConfig:
   """The config's distribution settings with the command line's overrides."""
   dist = mtsys_pb2.DistributionConfig()

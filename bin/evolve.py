@@ -24,6 +24,7 @@ from mtsys.config import loader
 FLAGS = flags.FLAGS
 common.define_config_flags()
 common.define_strategy_flags()
+common.define_thread_flags()
 # --help lists the shared flags too, not only --helpfull.
 flags.adopt_module_key_flags(common)
 flags.DEFINE_string("system_dir", None, "The system directory (local or gs://); created if new.")
@@ -59,6 +60,7 @@ flags.mark_flags_as_required(["config", "system_dir"])
 
 def main(argv):
   del argv
+  common.apply_thread_flags()
   config = loader.load(FLAGS.config)
   if FLAGS.seed is not None:
     config.proto.evolution.seed = FLAGS.seed

@@ -28,6 +28,7 @@ from mtsys import errors
 from mtsys import faults as mfaults
 from mtsys.config import hparams as hp
 from mtsys.config import loader
+from mtsys.evolution import coordination as mcoordination
 from mtsys.evolution import events
 from mtsys.evolution import mutations
 from mtsys.evolution import preflight
@@ -45,6 +46,9 @@ from mtsys.train import pretrain
 from mtsys.train import trainer
 
 ROOT_PATH_ID = "root"
+# Samplings of one generation before giving up when garbage collection keeps taking what the
+# children read (agents only; each retry means another task replaced its path meanwhile).
+_SAMPLING_ATTEMPTS = 10
 _EV = mtsys_pb2.EvolutionConfig
 
 
@@ -83,8 +87,10 @@ class Evolver:
                on_child: Callable[[ChildReport], None] = lambda r: None,
                log: Callable[[str], None] = print,
                task_data: Optional[Mapping[str, "mdata.TaskData"]] = None,
-               tensorboard: bool = True):
-    """`tensorboard`: also write TensorBoard events (the history is always written)."""
+               tensorboard: bool = True, coordination=None):
+    """`tensorboard`: also write TensorBoard events (the history is always written).
+    `coordination`: how the loop shares the store (`mtsys.evolution.coordination`); default:
+    the single program, alone."""
     self.config = config
     self.store = store
     self.ev = config.proto.evolution
@@ -93,6 +99,7 @@ class Evolver:
     self.author = author
     self.on_child = on_child
     self.log = log
+    self.coord = coordination or mcoordination.SingleProgram()
     self.space = mutations.mutation_space(config.search_space, self.ev.mutation_probability,
                                           config.arch.num_layers)
     self.source = component_source.ComponentSource(store)
@@ -153,7 +160,7 @@ class Evolver:
     names = list(tasks or [t.name for t in self.config.tasks])
     target = int(task_iterations or self.ev.task_iterations)
     self.check_tasks(names)
-    state = self.store.read_evolution_state()
+    state = self.coord.read_state(self.store)
     if state.task and state.task not in names:
       names.insert(0, state.task)  # finish what a killed run started first
     start = time.perf_counter()
@@ -165,13 +172,15 @@ class Evolver:
       if not pending:
         break
       low = min(state.iterations_done[n] for n in pending)
-      self._reset_phase(state, next(n for n in pending if state.iterations_done[n] == low))
+      task = next(n for n in pending if state.iterations_done[n] == low)
+      self.coord.before_iteration(self.store, task, low)
+      self._reset_phase(state, task)
       current = self.store.read_path(state.task)
       if current is not None:
         state.population.append(current)
       if self.ev.parent_sampling == _EV.MUNET:
         state.population.extend(self._munet_seeds(state.task, current))
-      self.store.write_evolution_state(state)
+      self.coord.write_state(self.store, state)
     self.timing.total += time.perf_counter() - start
     self.timing.recording = self.recorder.seconds
     return state
@@ -199,7 +208,39 @@ class Evolver:
     gen = state.generations_done
     task_index = [t.name for t in self.config.tasks].index(task.name)
     rng = np.random.default_rng([int(self.ev.seed), iteration, task_index, gen])
-    system = self.store.paths()
+    selections = dict(state.selections)
+    for _ in range(_SAMPLING_ATTEMPTS):
+      state.selections.clear()
+      state.selections.update(selections)
+      system = self.store.paths()  # re-read: other agents publish paths meanwhile
+      try:
+        children, population, users = self._sample_children(state, task, system, rng)
+      except errors.MissingComponentError as e:  # collected after the paths were read
+        self.log(f"Task '{task.name}': {e}; sampling again.")
+        continue
+      # Agents: protect what the children read and create from garbage collection; what it
+      # took meanwhile (another task replaced its path) makes the generation sample again.
+      planned = [p for c, _ in children for p in c.planned]
+      read = [p.spec.id for p in planned if not p.trainable]
+      read += [c for p in state.population for c in p.component_ids]
+      gone = self.coord.start_generation(self.store, read,
+                                         [p.spec.id for p in planned if p.trainable])
+      if not gone:
+        break
+      self.log(f"Task '{task.name}': components {gone[:5]} were collected while sampling; "
+               "sampling again.")
+      for cid in gone:
+        self.source.forget(cid)
+    else:
+      raise RuntimeError(  # not the user's input: a restart may succeed
+          f"Task '{task.name}': the components its children read kept being collected "
+          f"({_SAMPLING_ATTEMPTS} attempts); is a garbage collection running without in-flight "
+          "records?")
+    self._train_generation(state, task, iteration, gen, system, children, population, users)
+
+  def _sample_children(self, state, task: mtsys_pb2.TaskSpec, system, rng) -> tuple:
+    """The generation's children (mutated from sampled parents), the rescored population and
+    the component users they were scored with."""
     users = self.sharing.users(system, task.name)
     locked = self.sharing.locked(system, task.name)
     others = [p for t, p in sorted(system.items())
@@ -230,7 +271,11 @@ class Evolver:
                                locked=locked, unmutated=seed, addition=self._addition,
                                root_blocks=self._root_blocks)
       children.append((child, int(rng.integers(2**31))))
+    return children, population, users
 
+  def _train_generation(self, state, task, iteration, gen, system, children, population,
+                        users) -> None:
+    munet = self.ev.parent_sampling == _EV.MUNET
     results = self._train_children(children, task)
     best = max([p.score for p in population], default=-math.inf)
     for i, ((child, _), (result, seconds)) in enumerate(zip(children, results)):
@@ -269,7 +314,7 @@ class Evolver:
     self.recorder.generation(state, system, self.source.spec, task.name,
                              iteration * self.ev.generations + gen + 1, best)
     state.generations_done = gen + 1
-    self.store.write_evolution_state(state)
+    self.coord.write_state(self.store, state)
 
   # ----------------------------------------------------------- phase steps
   def _reset_phase(self, state, task: str) -> None:
@@ -344,17 +389,13 @@ class Evolver:
           strategy=self.strategy)
       self.timing.training += time.perf_counter() - start
     if best_copy != stored:
-      self.store.write_path(best_copy)
-    # Drop what the phase's other children created (including orphans of a killed generation);
-    # the system's paths keep what they use.
-    in_use = mstore.component_ids_of(self.store.paths().values())
-    for cid in self.store.component_ids():
-      if cid not in in_use and self.source.spec(cid).created_by_task == task.name:
-        self.store.delete_component(cid)
-        self.source.forget(cid)
+      self.coord.commit_path(self.store, best_copy)
+    # Drop what the phase's other children created (agents: after the state, see there).
+    self.coord.drop_phase_garbage(self.store, task.name, self.source)
     state.iterations_done[task.name] = state.iterations_done[task.name] + 1
     self._reset_phase(state, "")
-    self.store.write_evolution_state(state)
+    self.coord.write_state(self.store, state)
+    self.coord.phase_done(self.store, task.name, state.iterations_done[task.name] - 1)
     self.log(f"Task '{task.name}' iteration {state.iterations_done[task.name]}: best path "
              f"{best.id} score {best.score:.4f}, validation "
              f"{best.metrics.validation_accuracy:.4f}, test {best_copy.metrics.test_accuracy:.4f}, "
