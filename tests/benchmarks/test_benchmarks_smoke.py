@@ -27,6 +27,9 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
                     "failed_requests_during_swaps", "rss_growth_mb", "requests_fuzzed",
                     "server_alive_after_fuzz"]),
     ("tuning.py", ["chosen_shape", "chosen_learning_rate", "wall_seconds"]),
+    ("agents.py", ["speedup", "strong_speedup", "sequential_avg_test_accuracy",
+                   "agents_avg_test_accuracy", "store_ops_share", "train_steps_per_task",
+                   "gc_reclaimed_bytes"]),
 ])
 def test_quick_run_ends_with_one_json_object_of_figures(script, keys, tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -40,6 +43,11 @@ def test_quick_run_ends_with_one_json_object_of_figures(script, keys, tmp_path):
     assert key in figures, (key, sorted(figures))
     if key in ("best_baseline", "chosen_shape"):
       assert isinstance(figures[key], str) and figures[key], (key, figures)
+    elif key in ("sequential_avg_test_accuracy", "agents_avg_test_accuracy"):
+      assert figures[key] and all(0 <= v <= 1 for v in figures[key]), (key, figures)
+    elif key == "train_steps_per_task":  # the same training per task both ways
+      assert figures[key]["agents"] == figures[key]["sequential"], figures[key]
+      assert all(v > 0 for v in figures[key]["agents"].values()), figures[key]
     elif key == "chosen_learning_rate":
       assert figures[key] and all(isinstance(v, float) for v in figures[key].values()), figures
     else:
