@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,7 +65,30 @@ def _pinned(cores, argv):
 
 
 def _env():
-  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+
+
+def _start(argv, log_file, start, ends):
+  """Starts `argv` with its output teed to `log_file`; records into `ends[(task, n)]` the time
+  (since `start`) its log said task `task` finished iteration n. Returns (process, thread)."""
+  proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+
+  def pump():
+    with open(log_file, "w") as log:
+      for line in proc.stdout:
+        log.write(line)
+        m = _PHASE_LINE.match(line.rstrip("\n"))
+        if m:
+          ends[(m["task"], int(m["n"]))] = time.perf_counter() - start
+  thread = threading.Thread(target=pump, daemon=True)
+  thread.start()
+  return proc, thread
+
+
+def _iteration_ends(ends, tasks, iterations):
+  """Seconds from the start until every task finished task-set iteration n, for each n."""
+  return [max(ends[(t, n)] for t in tasks) for n in range(1, iterations + 1)]
 
 
 def _accuracy_by_iteration(logs, tasks, iterations):
@@ -97,19 +121,19 @@ def _evolve(config_file, system_dir, tasks, iterations, cores, threads, log_file
           f"--task_iterations={iterations}"]
   if threads:
     argv += [f"--intra_op_threads={threads}", f"--inter_op_threads={threads}"]
-  start = time.perf_counter()
-  with open(log_file, "w") as log:
-    done = subprocess.run(_pinned(cores, argv), env=_env(), stdout=log,
-                          stderr=subprocess.STDOUT, check=False)
+  start, ends = time.perf_counter(), {}
+  proc, thread = _start(_pinned(cores, argv), log_file, start, ends)
+  code = proc.wait()
+  thread.join()
   seconds = time.perf_counter() - start
   text = open(log_file).read()
-  if done.returncode:
-    raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}):\n{text[-3000:]}")
-  return seconds, [text]
+  if code:
+    raise RuntimeError(f"{' '.join(argv)} failed ({code}):\n{text[-3000:]}")
+  return seconds, [text], _iteration_ends(ends, tasks, iterations)
 
 
 def _agents(config_file, system_dir, tasks, iterations, work):
-  procs, logs, results = [], [], []
+  procs, logs, results, ends = [], [], [], {}
   start = time.perf_counter()
   for i, task in enumerate(tasks):
     results.append(os.path.join(work, f"agent-{i}.json"))
@@ -119,16 +143,18 @@ def _agents(config_file, system_dir, tasks, iterations, work):
             "--mode=sync", "--intra_op_threads=1", "--inter_op_threads=1",
             f"--results_json={results[-1]}"]
     cores = [sorted(os.sched_getaffinity(0))[i % len(os.sched_getaffinity(0))]]
-    procs.append(subprocess.Popen(_pinned(cores, argv), env=_env(),
-                                  stdout=open(logs[-1], "w"), stderr=subprocess.STDOUT))
-  codes = [p.wait() for p in procs]
+    procs.append(_start(_pinned(cores, argv), logs[-1], start, ends))
+  codes = []
+  for proc, thread in procs:
+    codes.append(proc.wait())
+    thread.join()
   seconds = time.perf_counter() - start
   texts = [open(f).read() for f in logs]
   for task, code, text in zip(tasks, codes, texts):
     if code:
       raise RuntimeError(f"The agent of {task} failed ({code}):\n{text[-3000:]}")
   summaries = [json.load(open(f)) for f in results]
-  return seconds, texts, summaries
+  return seconds, texts, summaries, _iteration_ends(ends, tasks, iterations)
 
 
 def main(argv):
@@ -169,27 +195,34 @@ def main(argv):
   runs = {}
   print("sequential: bin/evolve.py on one core, 1 thread...", flush=True)
   directory = fresh("sequential")
-  seconds, logs = _evolve(config_file, directory, tasks, iterations, [first_core], 1,
-                          os.path.join(work, "sequential.log"))
-  runs["sequential"] = {"seconds": seconds, "accuracy": _accuracy_by_iteration(
+  seconds, logs, ends = _evolve(config_file, directory, tasks, iterations, [first_core], 1,
+                                os.path.join(work, "sequential.log"))
+  runs["sequential"] = {"seconds": seconds, "ends": ends, "accuracy": _accuracy_by_iteration(
       logs, tasks, iterations), "steps": _train_steps(directory, tasks)}
   print(f"agents: {len(tasks)} x bin/agent.py, one core and 1 thread each...", flush=True)
   directory = fresh("agents")
-  seconds, logs, summaries = _agents(config_file, directory, tasks, iterations, work)
+  seconds, logs, summaries, ends = _agents(config_file, directory, tasks, iterations, work)
   final = gc.collect(directory, log=lambda line: None)
-  runs["agents"] = {"seconds": seconds, "accuracy": _accuracy_by_iteration(
+  runs["agents"] = {"seconds": seconds, "ends": ends, "accuracy": _accuracy_by_iteration(
       logs, tasks, iterations), "steps": _train_steps(directory, tasks),
       "store_share": sum(s["store_seconds"] for s in summaries) / sum(
           s["seconds"] for s in summaries),
-      "gc_bytes": sum(s["gc_reclaimed_bytes"] for s in summaries) + final.reclaimed_bytes}
+      "gc_bytes": sum(s["gc_reclaimed_bytes"] for s in summaries) + final.reclaimed_bytes,
+      # Each agent's time in its loop minus its waits at barriers: how balanced the tasks are.
+      "busy": {s["task"]: s["seconds"] - s.get("barrier_seconds", 0.0) for s in summaries}}
   print("strong: bin/evolve.py free on every core...", flush=True)
   directory = fresh("strong")
-  seconds, logs = _evolve(config_file, directory, tasks, iterations, None, 0,
-                          os.path.join(work, "strong.log"))
-  runs["strong"] = {"seconds": seconds, "accuracy": _accuracy_by_iteration(
+  seconds, logs, ends = _evolve(config_file, directory, tasks, iterations, None, 0,
+                                os.path.join(work, "strong.log"))
+  runs["strong"] = {"seconds": seconds, "ends": ends, "accuracy": _accuracy_by_iteration(
       logs, tasks, iterations), "steps": _train_steps(directory, tasks)}
 
   per_iter = {k: v["seconds"] / iterations for k, v in runs.items()}
+  # Iterations after the first: without process start-up (TensorFlow's import, data, root),
+  # which the agents pay once each, the single program once.
+  steady = ({k: (v["ends"][-1] - v["ends"][0]) / (iterations - 1) for k, v in runs.items()}
+            if iterations > 1 else per_iter)
+  busy = sorted(runs["agents"]["busy"].values())
   print("")
   print(f"{'run':<12} {'wall s':>8} {'s/iter':>8}  test accuracy per task-set iteration  "
         "train steps per task")
@@ -208,11 +241,19 @@ def main(argv):
                                "strong": runs["strong"]["steps"]},
       "gc_reclaimed_bytes": int(runs["agents"]["gc_bytes"]),
       "seconds_per_iteration": {k: round(v, 2) for k, v in per_iter.items()},
+      "steady_speedup": round(steady["sequential"] / steady["agents"], 3),
+      "steady_seconds_per_iteration": {k: round(v, 2) for k, v in steady.items()},
+      "iteration_end_seconds": {k: [round(e, 1) for e in v["ends"]] for k, v in runs.items()},
+      # Slowest agent's busy time / fastest's: synchronised agents wait for the slowest, so
+      # 2 agents can reach at most 1 + fastest/slowest of linear speed-up.
+      "agent_imbalance": round(busy[-1] / busy[0], 3),
       "task_iterations": iterations, "tasks": tasks, "quick": FLAGS.quick,
       "speedup_target_met": per_iter["sequential"] / per_iter["agents"] >= 1.8,
       "store_ops_target_met": runs["agents"]["store_share"] < 0.02,
   }
-  print(f"\nspeedup {figures['speedup']} (target >= 1.8), strong speedup "
+  print(f"\nsteady state (iterations 2..n): speedup {figures['steady_speedup']}; agents' "
+        f"imbalance (slowest / fastest busy time) {figures['agent_imbalance']}")
+  print(f"speedup {figures['speedup']} (target >= 1.8), strong speedup "
         f"{figures['strong_speedup']}, store ops {100 * figures['store_ops_share']:.2f}% "
         "(target < 2%)")
   if not FLAGS.work_dir:

@@ -126,6 +126,7 @@ class AgentCoordination:
     # Time spent on the coordination's own store I/O (not waiting at barriers): benchmarks.
     self.store_seconds = 0.0
     self.reclaimed_bytes = 0  # by the garbage collections after its phases
+    self.barrier_seconds = 0.0  # waiting for other agents at barriers
 
   @contextlib.contextmanager
   def _timed(self):
@@ -201,5 +202,9 @@ class AgentCoordination:
     def say(waiting):
       self.log(f"Task '{task}': waiting at the barrier after task-set iteration {iteration} "
                f"for {sorted(r.task for r in waiting)}.")
-    barriers.wait(store.root, iteration - 1, task, self.barrier_timeout_s,
-                  removed=store.removed_tasks, on_wait=say)
+    start = time.perf_counter()
+    try:
+      barriers.wait(store.root, iteration - 1, task, self.barrier_timeout_s,
+                    removed=store.removed_tasks, on_wait=say)
+    finally:
+      self.barrier_seconds += time.perf_counter() - start

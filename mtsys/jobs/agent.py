@@ -170,6 +170,7 @@ def run(config: loader.Config, options: Options, *,
              # Reading and writing the store: the coordination's I/O and the store's own.
              "store_seconds": coord.store_seconds + store.io_seconds,
              "gc_reclaimed_bytes": coord.reclaimed_bytes,
+             "barrier_seconds": coord.barrier_seconds,
              "train_steps": int(state.train_steps)}
   path = store.read_path(task)
   if path is not None:
