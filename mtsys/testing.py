@@ -35,3 +35,11 @@ def corrupt_file(path: str, offset: int = -10) -> None:
   data[offset] ^= 0xFF
   with tf.io.gfile.GFile(path, "wb") as f:
     f.write(bytes(data))
+
+
+def band_tasks_textproto(directory: str, names, *, classes: int = 3) -> str:
+  """`task { ... }` entries of a config text proto for `write_band_npz` files `<name>.npz` in
+  `directory` (a fifth each for validation and test)."""
+  return "".join(
+      f'task {{ name: "{name}" num_classes: {classes} files {{ npz: "{directory}/{name}.npz" '
+      "validation_fraction: 0.2 test_fraction: 0.2 } }\n" for name in names)

@@ -43,13 +43,7 @@ name: "agents"
 root {{ vit: "tiny/4" image_size: 8 channels: 1 num_blocks: 1 seed: 5 }}
 evolution {{ task_iterations: 2 generations: 1 children_per_generation: 2 epochs_per_child: 1
             max_batches_per_epoch: 2 batch_size: 16 seed: 1 }}
-task {{ name: "a" num_classes: 3 files {{ npz: "{d}/a.npz" validation_fraction: 0.2
-       test_fraction: 0.2 }} }}
-task {{ name: "b" num_classes: 3 files {{ npz: "{d}/b.npz" validation_fraction: 0.2
-       test_fraction: 0.2 }} }}
-task {{ name: "c" num_classes: 3 files {{ npz: "{d}/c.npz" validation_fraction: 0.2
-       test_fraction: 0.2 }} }}
-"""
+{tasks}"""
 
 
 def _agent(config, system_dir, task, *extra):
@@ -143,7 +137,7 @@ def runs(tmp_path_factory):
   for i, name in enumerate(["a", "b", "c"]):
     testing.write_band_npz(str(work), name, seed=i, n=120)
   config = work / "agents.textproto"
-  config.write_text(_CONFIG.format(d=work))
+  config.write_text(_CONFIG.format(d=work, tasks=testing.band_tasks_textproto(work, "abc")))
   return {"config": config, "work": work, "hetero": _hetero(config, work),
           "kills": _kills(config, work)}
 

@@ -44,13 +44,7 @@ root {{ vit: "tiny/4" image_size: 8 channels: 1 num_blocks: 1 seed: 5
 evolution {{ task_iterations: 1 generations: 2 children_per_generation: 2 epochs_per_child: 1
             max_batches_per_epoch: 2 batch_size: 16 seed: 1 }}
 baselines {{ methods: ["multi_head"] epochs: 1 max_batches_per_epoch: 2 batch_size: 16 }}
-task {{ name: "a" num_classes: 3 files {{ npz: "{d}/a.npz" validation_fraction: 0.2
-       test_fraction: 0.2 }} }}
-task {{ name: "b" num_classes: 3 files {{ npz: "{d}/b.npz" validation_fraction: 0.2
-       test_fraction: 0.2 }} }}
-task {{ name: "c" num_classes: 3 files {{ npz: "{d}/c.npz" validation_fraction: 0.2
-       test_fraction: 0.2 }} }}
-"""
+{tasks}"""
 
 
 @dataclasses.dataclass
@@ -169,7 +163,7 @@ def crashes(tmp_path_factory):
   for i, name in enumerate(["pre", "a", "b", "c"]):
     testing.write_band_npz(str(work), name, seed=i, n=120)
   config = work / "crash.textproto"
-  config.write_text(_CONFIG.format(d=work))
+  config.write_text(_CONFIG.format(d=work, tasks=testing.band_tasks_textproto(work, "abc")))
   start = time.perf_counter()
   cmd, env = _evolve(config, [f"--system_dir={work}/base", "--tasks=a,b"])
   base = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=_TIMEOUT)

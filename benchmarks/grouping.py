@@ -1,0 +1,176 @@
+r"""Task grouping (Standley et al.): how fast exact network selection is, and that it is exact.
+
+    .venv/bin/python benchmarks/grouping.py               # about 7 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/grouping.py --milp_n=0    # without the milp check: about 1
+    .venv/bin/python benchmarks/grouping.py --quick       # a smoke run, about 10 s
+
+Synthetic part (`--synthetic_only`, the default for now): for n = 5, 8, ..., 20 tasks, every
+one of the 2^n - 1 task subsets is a full-size candidate (cost 1) and every task also has a
+half-size single-task candidate (cost 0.5); `mtsys.grouping.selection.select` answers the whole
+budget sweep 1, 1.5, ..., n in one call. Losses are synthetic but shaped like real ones: a task's
+loss in a group is its single-task loss, lowered by the mean affinity to its group mates (a
+symmetric random matrix: some pairs help, some hurt), raised a little per extra task sharing the
+trunk, times multiplicative noise; half-size singles are 5-25% worse than full-size ones.
+
+Reported per n: candidates, seconds for the whole sweep (compiled kernel, after
+`compile_seconds` of one-off numba compilation, reported apart), peak memory allocated during
+the call (tracemalloc; the candidate table itself excluded), budgets. At n = 12 (`--milp_n`)
+every budget's optimum is checked against an integer program (`scipy.optimize.milp`, x_m: network
+chosen, y_mt: task t served by m, y_mt <= x_m, sum_m y_mt = 1, cost <= budget; relative gap 0),
+which takes HiGHS about 5 minutes for the 23 budgets (the selection: 0.2 s).
+Targets (issue #13): n = 16 under 1 s, n = 20 under 2 minutes, excluding compilation. Measured
+(2 cores, shared): n = 16 0.6 s, n = 18 4.7 s, n = 20 44 s (212 MB), compilation 4.4 s.
+
+The real part on chars-lite's six tasks (HOA and TAG against the exact optimum) is not in this
+script yet; `--nosynthetic_only` will run it once it is.
+
+The last line of the output is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import string
+import sys
+import time
+import tracemalloc
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from mtsys.grouping import selection  # noqa: E402
+from mtsys.grouping import selection_kernel  # noqa: E402
+
+SIZES = (5, 8, 10, 12, 14, 16, 18, 20)
+QUICK_SIZES = (5, 8, 10)
+
+
+def synthetic_candidates(n: int, seed: int) -> selection.Candidates:
+  """All 2^n - 1 full-size subset networks plus n half-size singles (module doc's model)."""
+  rng = np.random.default_rng(seed)
+  single = rng.uniform(0.2, 1.0, n)
+  affinity = rng.normal(0.0, 0.08, (n, n))
+  affinity = (affinity + affinity.T) / 2
+  np.fill_diagonal(affinity, 0.0)
+  masks = np.arange(1, 1 << n, dtype=np.int64)
+  losses = np.empty((masks.size + n, n))
+  for start in range(0, masks.size, 1 << 16):  # in chunks: n = 20 has a million rows
+    chunk = masks[start:start + (1 << 16)]
+    member = ((chunk[:, None] >> np.arange(n)) & 1).astype(np.float64)
+    mates = np.maximum(member.sum(axis=1, keepdims=True) - 1, 1)
+    factor = 1 - member @ affinity.T / mates + 0.02 * (mates - 1)
+    noise = 1 + rng.normal(0.0, 0.03, chunk.shape + (n,))
+    part = np.maximum(single * factor * noise, 0.05 * single)
+    part[member == 0] = np.nan
+    losses[start:start + chunk.size] = part
+  halves = np.full((n, n), np.nan)
+  np.fill_diagonal(halves, single * rng.uniform(1.05, 1.25, n) * (1 + rng.normal(0, 0.03, n)))
+  losses[masks.size:] = halves
+  letters = (string.ascii_lowercase + string.ascii_uppercase)[:n]
+  names = ["".join(letters[t] for t in range(n) if (m >> t) & 1) for m in masks.tolist()]
+  names += [f"{letters[t]}/2" for t in range(n)]
+  costs = np.concatenate([np.ones(masks.size), np.full(n, 0.5)])
+  return selection.Candidates(tasks=list(letters), names=names, costs=costs, losses=losses)
+
+
+def milp_optimum(c: selection.Candidates, budget: float) -> float:
+  """The optimal total loss by a binary program solved with scipy's HiGHS (module doc)."""
+  from scipy import optimize  # pylint: disable=g-import-not-at-top
+  from scipy import sparse  # pylint: disable=g-import-not-at-top
+  num, n = c.losses.shape
+  pairs = np.argwhere(~np.isnan(c.losses))
+  e = len(pairs)
+  y = num + np.arange(e)
+  constraints = [
+      optimize.LinearConstraint(
+          sparse.coo_array((np.ones(e), (pairs[:, 1], y)), shape=(n, num + e)), 1, 1),
+      optimize.LinearConstraint(
+          sparse.coo_array((np.r_[np.ones(e), -np.ones(e)],
+                            (np.r_[np.arange(e), np.arange(e)], np.r_[y, pairs[:, 0]])),
+                           shape=(e, num + e)), -np.inf, 0),
+      optimize.LinearConstraint(np.r_[c.costs, np.zeros(e)][None, :], -np.inf, budget + 1e-9)]
+  res = optimize.milp(np.r_[np.zeros(num), c.losses[pairs[:, 0], pairs[:, 1]]],
+                      integrality=np.ones(num + e), bounds=optimize.Bounds(0, 1),
+                      constraints=constraints, options={"mip_rel_gap": 0})
+  if not res.success:
+    raise RuntimeError(f"milp failed at budget {budget}: {res.message}")
+  chosen = np.flatnonzero(res.x[:num] > 0.5)
+  return float(np.nanmin(c.losses[chosen], axis=0).sum())
+
+
+def synthetic(sizes, *, milp_n: int, seed: int, out=print) -> dict:
+  """Times the exact selection over the whole budget sweep for each n; returns the figures."""
+  engine = "numba" if selection_kernel.numba is not None else "python"
+  compile_seconds = selection_kernel.warm_up() if engine == "numba" else 0.0
+  out(f"Exact network selection, all 2^n - 1 subsets + n half-size singles, engine {engine} "
+      f"(compiled once in {compile_seconds:.1f} s, not counted below)")
+  out(f"{'n':>3} {'candidates':>11} {'budgets':>8} {'seconds':>9} {'peak MB':>9} "
+      f"{'loss@1':>8} {'loss@n':>8}  milp")
+  figures = {"engine": engine, "compile_seconds": round(compile_seconds, 3), "by_n": {}}
+  milp_agrees = None
+  for n in sizes:
+    c = synthetic_candidates(n, seed + n)
+    budgets = [x / 2 for x in range(2, 2 * n + 1)]
+    tracemalloc.start()
+    start = time.perf_counter()
+    results = selection.select(c, budgets, engine=engine)
+    seconds = time.perf_counter() - start
+    peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    check = ""
+    if n == milp_n:
+      milp_start = time.perf_counter()
+      gaps = [abs(r.validation_loss - milp_optimum(c, b)) for r, b in zip(results, budgets)]
+      milp_agrees = max(gaps) <= 1e-9
+      check = (f"{'agrees' if milp_agrees else 'DISAGREES'} at all {len(budgets)} budgets "
+               f"(max gap {max(gaps):.1e}, {time.perf_counter() - milp_start:.0f} s)")
+      figures["milp_seconds"] = round(time.perf_counter() - milp_start, 1)
+    out(f"{n:>3} {len(c.names):>11} {len(budgets):>8} {seconds:>9.3f} {peak_mb:>9.1f} "
+        f"{results[0].validation_loss:>8.3f} {results[-1].validation_loss:>8.3f}  {check}")
+    figures["by_n"][n] = {"candidates": len(c.names), "budgets": len(budgets),
+                          "seconds": round(seconds, 4), "peak_mb": round(peak_mb, 1)}
+    del c, results
+  for n in (16, 18, 20):
+    row = figures["by_n"].get(n)
+    figures[f"seconds_n{n}"] = row["seconds"] if row else None
+    figures[f"peak_mb_n{n}"] = row["peak_mb"] if row else None
+  figures["milp_n"] = milp_n if milp_n in sizes else None
+  figures["milp_agrees"] = milp_agrees
+  figures["milp_agrees_n12"] = milp_agrees if milp_n == 12 else None
+  return figures
+
+
+def chars_lite(out=print) -> dict:
+  """HOA's and TAG's groupings against the exact optimum on chars-lite (not implemented yet)."""
+  del out
+  raise NotImplementedError("the chars-lite part of benchmarks/grouping.py is not written yet; "
+                            "run with --synthetic_only")
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--quick", action="store_true",
+                 help=f"Smoke run: n in {QUICK_SIZES} only, milp check at n = 8.")
+  p.add_argument("--sizes", default=None,
+                 help=f"Comma list of task counts (default {','.join(map(str, SIZES))}).")
+  p.add_argument("--milp_n", type=int, default=None,
+                 help="Check every budget against scipy's milp at this n (default 12; quick 8).")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--synthetic_only", action=argparse.BooleanOptionalAction, default=True,
+                 help="Only the synthetic timing part (default; the chars-lite part of HOA "
+                      "and TAG against the exact optimum is not written yet).")
+  args = p.parse_args(argv)
+  sizes = (tuple(int(s) for s in args.sizes.split(",")) if args.sizes
+           else QUICK_SIZES if args.quick else SIZES)
+  milp_n = args.milp_n if args.milp_n is not None else (8 if args.quick else 12)
+  figures = synthetic(sizes, milp_n=milp_n, seed=args.seed)
+  if not args.synthetic_only:
+    figures.update(chars_lite())
+  print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+  main()

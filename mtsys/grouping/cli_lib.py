@@ -1,0 +1,169 @@
+"""The sub-commands of `bin/group_tasks.py` (Standley et al. task grouping).
+
+    bin/group_tasks.py select --candidates=VAL.csv [--test_candidates=TEST.csv] \\
+        --budgets=1:5:0.5 [--tasks=a,b,c] [--results_json=PATH]
+
+    bin/group_tasks.py train --config=chars-lite --output_dir=OUT [--method=exact|esa|hoa|tag]
+
+`select` reads candidate tables (`candidates_csv`), chooses the proven-optimal networks for
+every budget (`selection`), prints a table and writes one JSON object per budget. `train`
+trains the candidate networks (`mtsys.grouping.train_lib`) into OUT, whose `VAL.csv` and
+`TEST.csv` `select` then reads. `report` is registered in `COMMANDS` but not implemented yet.
+
+`--budgets` is `START:STOP:STEP` (both ends included; the step must divide STOP - START) or a
+comma list; budgets are exact decimals, so 0.1 steps do not drift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from fractions import Fraction
+from typing import Callable, Optional, Sequence
+
+from mtsys import errors
+from mtsys.grouping import candidates_csv
+from mtsys.grouping import selection
+
+MAX_BUDGETS = 10_000
+
+
+class UsageError(errors.UserError, ValueError):
+  """A command line that asks for something the sub-command does not do."""
+
+
+@dataclasses.dataclass
+class Options:
+  """What `bin/group_tasks.py`'s flags ask for (see their help texts); None: not given."""
+
+  candidates: Optional[str] = None
+  test_candidates: Optional[str] = None
+  budgets: Optional[str] = None
+  tasks: Optional[Sequence[str]] = None
+  results_json: Optional[str] = None
+  config: Optional[str] = None  # train: a config file or shipped name
+  # train: `mtsys.grouping.train_lib.Options` without the flags above (None: not `train`).
+  train: Optional[object] = None
+
+
+def parse_budgets(spec: str) -> list[Fraction]:
+  """`START:STOP:STEP` (both ends included) or `B1,B2,...` as exact fractions."""
+  def bad(why):
+    return UsageError(f"Invalid --budgets={spec}: {why}; expected START:STOP:STEP (e.g. "
+                      "1:5:0.5, both ends included) or a comma list (e.g. 1,2.5,4)")
+
+  text = spec.strip()
+  if not text:
+    raise bad("no budget")
+  try:
+    if ":" in text:
+      parts = text.split(":")
+      if len(parts) != 3:
+        raise bad(f"{len(parts)} fields")
+      start, stop, step = (selection.exact(p.strip()) for p in parts)
+      if stop < start:
+        raise bad(f"STOP {selection.fmt(stop)} is below START {selection.fmt(start)}")
+      count = (stop - start) / step
+      if count.denominator != 1:
+        raise bad(f"STEP {selection.fmt(step)} does not divide STOP - START = "
+                  f"{selection.fmt(stop - start)}")
+      if count >= MAX_BUDGETS:
+        raise bad(f"{int(count) + 1} budgets, more than {MAX_BUDGETS}")
+      return [start + i * step for i in range(int(count) + 1)]
+    return [selection.exact(p.strip()) for p in text.split(",")]
+  except selection.SelectionError as e:
+    raise bad(str(e)) from None
+
+
+def select(options: Options, *, out: Callable[[str], None] = print,
+           engine: str = "auto") -> list[selection.Selection]:
+  """The `select` sub-command: returns the selections (also printed and written as JSON)."""
+  if options.config is not None:
+    raise UsageError("select does not use --config; its input is --candidates=CSV")
+  if not options.candidates:
+    raise UsageError("select needs --candidates=CSV: the candidate networks' validation losses")
+  if not options.budgets:
+    raise UsageError("select needs --budgets, e.g. --budgets=1:5:0.5 or --budgets=1,2,3")
+  budgets = parse_budgets(options.budgets)
+  validation = candidates_csv.read(options.candidates)
+  test = None
+  if options.test_candidates:
+    test = candidates_csv.read_test(options.test_candidates, validation)
+  results = selection.select(validation, budgets, tasks=options.tasks, test=test, engine=engine)
+  tasks = list(results[0].assignment)
+  unit = selection.cost_grid(validation.costs)
+  out(f"Exact network selection for {len(tasks)} tasks [{', '.join(tasks)}] from "
+      f"{len(validation.names)} candidates in {options.candidates} (cost grid "
+      f"{selection.fmt(unit)}; proven optimal at every budget)"
+      + (f"; test losses from {options.test_candidates}" if test is not None else ""))
+  out(selection.format_table(results))
+  out("")
+  out(selection.format_per_task(results))
+  if options.results_json:
+    write_json(options.results_json, [r.to_json() for r in results])
+    out(f"Results written to {options.results_json}")
+  return results
+
+
+def write_json(path: str, payload) -> None:
+  """Writes `payload` as indented JSON: locally by a temporary file renamed into place (no
+  TensorFlow import); URLs through the store's `fileio.write_json` (tf.io.gfile)."""
+  if "://" in path:
+    from mtsys.system import fileio  # pylint: disable=g-import-not-at-top
+    fileio.write_json(path, payload)
+    return
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=parent, prefix=os.path.basename(path) + ".tmp-")
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      json.dump(payload, f, indent=2)
+      f.write("\n")
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def _not_implemented(name: str):
+  def command(options: Options, *, out: Callable[[str], None] = print):
+    del options, out
+    raise UsageError(f"The '{name}' sub-command is not implemented yet; available: select")
+  return command
+
+
+def train(options: Options, *, out: Callable[[str], None] = print) -> dict:
+  """Trains the candidates `options.train` asks for (`mtsys.grouping.train_lib.run`)."""
+  if not options.config:
+    raise UsageError("train needs --config: expected a config file or a shipped config name.")
+  if options.train is None or not getattr(options.train, "output_dir", None):
+    raise UsageError("train needs --output_dir: expected the directory the candidates go to.")
+  from mtsys.config import loader
+  from mtsys.grouping import train_lib  # TensorFlow: only for train
+  config = loader.load(options.config)
+  budgets = parse_budgets(options.budgets) if options.budgets else ()
+  train_options = dataclasses.replace(options.train, tasks=options.tasks, budgets=budgets,
+                                      results_json=options.results_json)
+  return train_lib.run(config, train_options, out)
+
+
+# Sub-command name -> function(options, *, out). report lands here when implemented.
+COMMANDS = {
+    "select": select,
+    "train": train,
+    "report": _not_implemented("report"),
+}
+
+
+def run(args: Sequence[str], options: Options, *, out: Callable[[str], None] = print):
+  """Runs the sub-command named by `args` (the positional command-line arguments)."""
+  known = ", ".join(COMMANDS)
+  if len(args) != 1:
+    got = " ".join(args) if args else "none"
+    raise UsageError(f"Expected one sub-command, one of [{known}]; got {got}")
+  if args[0] not in COMMANDS:
+    raise UsageError(f"Unknown sub-command '{args[0]}'; expected one of [{known}]")
+  return COMMANDS[args[0]](options, out=out)
