@@ -13,8 +13,14 @@ an empty cell where a network does not solve a task (`mtsys.grouping.candidates_
 
 `train` trains the candidate networks (every task subset, plus half-size singles; `--method`
 esa / hoa / tag train the approximations' fewer networks) into OUTPUT_DIR, resumably, and writes
-OUTPUT_DIR/VAL.csv and TEST.csv (`mtsys.grouping.train_lib`). The `report` sub-command is not
-implemented yet.
+OUTPUT_DIR/VAL.csv and TEST.csv (`mtsys.grouping.train_lib`).
+
+    python bin/group_tasks.py report --output_dir=out/grouping --budgets=1:6:0.5
+
+`report` compares every method OUTPUT_DIR holds (exact, ESA, HOA, TAG) with random groupings,
+one all-task network and independent networks: pairwise tables (Standley et al. Tables 2 and 3),
+the chosen groupings and loss-versus-budget curves, in REPORT_DIR (default OUTPUT_DIR/report) as
+report.txt, report.json and PNGs (`mtsys.grouping.report`).
 """
 
 from __future__ import annotations
@@ -38,12 +44,16 @@ flags.DEFINE_string("test_candidates", None,
                     "select: CSV of the same networks' test losses, reported for the chosen "
                     "assignment.")
 flags.DEFINE_string("budgets", None,
-                    "select: budgets in units of one full network, START:STOP:STEP (both ends "
-                    "included, e.g. 1:5:0.5) or a comma list.")
+                    "select, report: budgets in units of one full network, START:STOP:STEP "
+                    "(both ends included, e.g. 1:5:0.5) or a comma list.")
 flags.DEFINE_list("tasks", None, "The tasks (select: to serve; default: every task column; "
                   "train: to group; default: the config's).")
 common.define_strategy_flags()
-flags.DEFINE_string("output_dir", None, "train: where the candidates and their CSVs go.")
+flags.DEFINE_string("output_dir", None, "train: where the candidates and their CSVs go; "
+                    "report: the train output directory to report on.")
+flags.DEFINE_string("report_dir", None,
+                    "report: where report.txt, report.json and the PNGs go (default: "
+                    "OUTPUT_DIR/report).")
 flags.DEFINE_enum("method", "exact", ["exact", "esa", "hoa", "tag"],
                   "train: exact (every subset), esa (early stopping: short training, select at "
                   "--budgets, train the chosen fully), hoa (singles and pairs; higher-order "
@@ -56,7 +66,8 @@ flags.DEFINE_integer("max_batches_per_epoch", 0, "train: batch cap per epoch (0:
 flags.DEFINE_integer("batch_size", 0, "train: batch size (0: the config's).")
 flags.DEFINE_float("learning_rate", 0.0,
                    "train: learning rate (0: the full fine-tuning baseline's).")
-flags.DEFINE_integer("seed", None, "train: seed (default: the config's baselines seed).")
+flags.DEFINE_integer("seed", None, "train: seed (default: the config's baselines seed); "
+                     "report: the random groupings' seed (default 0).")
 flags.DEFINE_float("esa_fraction", 0.2, "train --method=esa: share of the budget for selection.")
 flags.DEFINE_integer("tag_every", 10, "train --method=tag: steps between affinity lookaheads.")
 flags.DEFINE_integer("verbose", 0, "train: 1 prints a line per epoch of every candidate.")
@@ -77,7 +88,8 @@ def main(argv):
   cli_lib.run(argv[1:], cli_lib.Options(
       candidates=FLAGS.candidates, test_candidates=FLAGS.test_candidates,
       budgets=FLAGS.budgets, tasks=FLAGS.tasks, results_json=FLAGS.results_json,
-      config=FLAGS.config, train=train), out=common.say)
+      config=FLAGS.config, train=train, output_dir=FLAGS.output_dir,
+      report_dir=FLAGS.report_dir, seed=FLAGS.seed), out=common.say)
 
 
 if __name__ == "__main__":

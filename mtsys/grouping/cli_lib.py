@@ -5,10 +5,13 @@
 
     bin/group_tasks.py train --config=chars-lite --output_dir=OUT [--method=exact|esa|hoa|tag]
 
+    bin/group_tasks.py report --output_dir=OUT --budgets=1:6:0.5 [--report_dir=DIR] [--seed=N]
+
 `select` reads candidate tables (`candidates_csv`), chooses the proven-optimal networks for
 every budget (`selection`), prints a table and writes one JSON object per budget. `train`
 trains the candidate networks (`mtsys.grouping.train_lib`) into OUT, whose `VAL.csv` and
-`TEST.csv` `select` then reads. `report` is registered in `COMMANDS` but not implemented yet.
+`TEST.csv` `select` then reads. `report` compares the methods OUT holds with the exact optimum
+(Tables 2 and 3, groupings and loss-versus-budget curves: `mtsys.grouping.report`).
 
 `--budgets` is `START:STOP:STEP` (both ends included; the step must divide STOP - START) or a
 comma list; budgets are exact decimals, so 0.1 steps do not drift.
@@ -46,6 +49,9 @@ class Options:
   config: Optional[str] = None  # train: a config file or shipped name
   # train: `mtsys.grouping.train_lib.Options` without the flags above (None: not `train`).
   train: Optional[object] = None
+  output_dir: Optional[str] = None  # report: the train output directory read
+  report_dir: Optional[str] = None  # report: where its files go (None: OUTPUT_DIR/report)
+  seed: Optional[int] = None  # report: the random groupings' seed (None: 0)
 
 
 def parse_budgets(spec: str) -> list[Fraction]:
@@ -128,13 +134,6 @@ def write_json(path: str, payload) -> None:
     raise
 
 
-def _not_implemented(name: str):
-  def command(options: Options, *, out: Callable[[str], None] = print):
-    del options, out
-    raise UsageError(f"The '{name}' sub-command is not implemented yet; available: select")
-  return command
-
-
 def train(options: Options, *, out: Callable[[str], None] = print) -> dict:
   """Trains the candidates `options.train` asks for (`mtsys.grouping.train_lib.run`)."""
   if not options.config:
@@ -150,11 +149,28 @@ def train(options: Options, *, out: Callable[[str], None] = print) -> dict:
   return train_lib.run(config, train_options, out)
 
 
-# Sub-command name -> function(options, *, out). report lands here when implemented.
+def report(options: Options, *, out: Callable[[str], None] = print) -> dict:
+  """The `report` sub-command (`mtsys.grouping.report.run`): returns the report's JSON object."""
+  unused = [f"--{name}" for name in ("config", "candidates", "test_candidates", "tasks",
+                                     "results_json") if getattr(options, name)]
+  if unused:
+    raise UsageError(f"report does not use {', '.join(unused)}; it reads every task and method "
+                     "of --output_dir")
+  if not options.output_dir:
+    raise UsageError("report needs --output_dir: expected the directory `train` wrote")
+  if not options.budgets:
+    raise UsageError("report needs --budgets, e.g. --budgets=1:6:0.5")
+  from mtsys.grouping import report as mreport
+  return mreport.run(mreport.Options(
+      output_dir=options.output_dir, budgets=parse_budgets(options.budgets),
+      report_dir=options.report_dir, seed=0 if options.seed is None else options.seed), out)
+
+
+# Sub-command name -> function(options, *, out).
 COMMANDS = {
     "select": select,
     "train": train,
-    "report": _not_implemented("report"),
+    "report": report,
 }
 
 
