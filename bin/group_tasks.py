@@ -38,7 +38,8 @@ from bin import common
 FLAGS = flags.FLAGS
 common.define_config_flags()  # --config (train, later) and --results_json
 flags.DEFINE_string("candidates", None,
-                    "select: CSV of candidate networks and their validation losses "
+                    "select: CSV of candidate networks and their validation losses, or a train "
+                    "output directory (its VAL.csv and TEST.csv) "
                     "(header network,cost,<task>,...; an empty cell: not solved).")
 flags.DEFINE_string("test_candidates", None,
                     "select: CSV of the same networks' test losses, reported for the chosen "
@@ -49,6 +50,11 @@ flags.DEFINE_string("budgets", None,
 flags.DEFINE_list("tasks", None, "The tasks (select: to serve; default: every task column; "
                   "train: to group; default: the config's).")
 common.define_strategy_flags()
+flags.DEFINE_string("save_system", None,
+                    "select on a train output directory: write the grouping chosen at "
+                    "--save_budget as a system (its paths share the chosen networks' "
+                    "components) at this new directory.")
+flags.DEFINE_string("save_budget", None, "select: the budget whose grouping --save_system saves.")
 flags.DEFINE_string("output_dir", None, "train: where the candidates and their CSVs go; "
                     "report: the train output directory to report on.")
 flags.DEFINE_string("report_dir", None,
@@ -88,7 +94,8 @@ def main(argv):
   cli_lib.run(argv[1:], cli_lib.Options(
       candidates=FLAGS.candidates, test_candidates=FLAGS.test_candidates,
       budgets=FLAGS.budgets, tasks=FLAGS.tasks, results_json=FLAGS.results_json,
-      config=FLAGS.config, train=train, output_dir=FLAGS.output_dir,
+      config=FLAGS.config, train=train, save_system=FLAGS.save_system,
+      save_budget=FLAGS.save_budget, output_dir=FLAGS.output_dir,
       report_dir=FLAGS.report_dir, seed=FLAGS.seed), out=common.say)
 
 

@@ -52,6 +52,8 @@ class Options:
   output_dir: Optional[str] = None  # report: the train output directory read
   report_dir: Optional[str] = None  # report: where its files go (None: OUTPUT_DIR/report)
   seed: Optional[int] = None  # report: the random groupings' seed (None: 0)
+  save_system: Optional[str] = None  # select: write the grouping at `save_budget` as a system
+  save_budget: Optional[str] = None
 
 
 def parse_budgets(spec: str) -> list[Fraction]:
@@ -93,10 +95,23 @@ def select(options: Options, *, out: Callable[[str], None] = print,
   if not options.budgets:
     raise UsageError("select needs --budgets, e.g. --budgets=1:5:0.5 or --budgets=1,2,3")
   budgets = parse_budgets(options.budgets)
-  validation = candidates_csv.read(options.candidates)
+  if bool(options.save_system) != bool(options.save_budget):
+    raise UsageError("--save_system and --save_budget go together: expected both or neither.")
+  save_budget = parse_budgets(options.save_budget)[0] if options.save_budget else None
+  if save_budget is not None and save_budget not in budgets:
+    budgets = sorted(budgets + [save_budget])
+  candidates_file, test_file = options.candidates, options.test_candidates
+  if os.path.isdir(candidates_file):  # a `train` output directory
+    candidates_file = os.path.join(options.candidates, "VAL.csv")
+    if not test_file and os.path.exists(os.path.join(options.candidates, "TEST.csv")):
+      test_file = os.path.join(options.candidates, "TEST.csv")
+  if save_budget is not None:
+    from mtsys.grouping import save
+    root = save.candidates_root(options.candidates)  # fails before any selection work
+  validation = candidates_csv.read(candidates_file)
   test = None
-  if options.test_candidates:
-    test = candidates_csv.read_test(options.test_candidates, validation)
+  if test_file:
+    test = candidates_csv.read_test(test_file, validation)
   results = selection.select(validation, budgets, tasks=options.tasks, test=test, engine=engine)
   tasks = list(results[0].assignment)
   unit = selection.cost_grid(validation.costs)
@@ -110,6 +125,13 @@ def select(options: Options, *, out: Callable[[str], None] = print,
   if options.results_json:
     write_json(options.results_json, [r.to_json() for r in results])
     out(f"Results written to {options.results_json}")
+  if save_budget is not None:
+    chosen = next(r for r in results if r.budget == save_budget)
+    out(f"Saving the grouping at budget {selection.fmt(save_budget)} "
+        f"({', '.join(chosen.networks)}) as a system at {options.save_system}:")
+    save.save(root, chosen.assignment, options.save_system, log=out)
+    out(f"Saved: inspect, export and serve it like any system "
+        f"(bin/inspect_system.py summary --system_dir={options.save_system}).")
   return results
 
 

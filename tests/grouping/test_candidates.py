@@ -174,3 +174,33 @@ def test_bad_input_fails_before_any_write(tmp_path, runs):
   with pytest.raises(errors.IncompatibleSystemError, match=r"'epochs': \(1, 2\)"):
     train_lib.run(config, train_lib.Options(output_dir=runs.out, epochs=2), lambda _: None)
   assert json.dumps(mcand.read_records(runs.out), sort_keys=True) == before
+
+
+def test_the_grouping_chosen_at_a_budget_is_saved_as_a_system_that_predicts_alike(runs,
+                                                                                  tmp_path):
+  from mtsys.grouping import cli_lib
+  from mtsys.system import fsck
+  from mtsys.system import store as mstore
+  from mtsys.train import evaluate
+  system = str(tmp_path / "grouped")
+  lines = []
+  results = cli_lib.run(["select"], cli_lib.Options(
+      candidates=runs.out, budgets="1:2:0.5", save_system=system, save_budget="2"),
+      out=lines.append)
+  chosen = next(r for r in results if float(r.budget) == 2.0)
+  saved = mstore.Store.open(system)
+  assert fsck.check(saved).ok
+  assert sorted(saved.paths()) == ["a", "b", "c"]
+  batch = np.load(f"{runs.directory}/a.npz")["image"][:8, :, :, None]
+  compared = 0
+  for task, network in chosen.assignment.items():
+    source = mstore.Store.open(os.path.join(runs.out, "candidates", network))
+    assert saved.paths()[task] == source.read_path(task)
+    assert np.array_equal(evaluate.predict_stored(saved, task, batch),
+                          evaluate.predict_stored(source, task, batch))
+    compared += 1
+  assert compared == 3
+  assert any("Saved: inspect, export and serve it" in line for line in lines)
+  with pytest.raises(Exception, match=f"--save_system={system} exists and is not empty"):
+    cli_lib.run(["select"], cli_lib.Options(
+        candidates=runs.out, budgets="2", save_system=system, save_budget="2"))
