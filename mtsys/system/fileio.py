@@ -109,6 +109,20 @@ class ExclusiveCreateUnsupportedError(errors.StoreError, NotImplementedError):
   """`create_exclusive` on an object store, which needs a precondition not implemented yet."""
 
 
+def listdir(directory: str) -> list[str]:
+  """The entries of `directory` ([] when it does not exist); local directories need no
+  TensorFlow (leases, in-flight records and barriers are read by lightweight processes)."""
+  if not is_local(directory):
+    gfile = tf.io.gfile
+    return [e.rstrip("/") for e in gfile.listdir(directory)] if gfile.isdir(directory) else []
+  try:
+    return os.listdir(directory)
+  except FileNotFoundError:
+    return []
+  except OSError as e:
+    raise errors.StoreAccessError(f"Cannot list {directory}: {e.strerror or e}") from e
+
+
 def is_local(path: str) -> bool:
   """Whether `path` is on a local (POSIX) filesystem rather than behind a URL scheme."""
   return "://" not in path

@@ -124,7 +124,7 @@ def read_all(root: str) -> list[mtsys_pb2.InflightRecord]:
   """
   base = fileio.join(root, INFLIGHT_DIR)
   out, corrupt = [], []
-  for entry in sorted(_listdir(base)):
+  for entry in sorted(fileio.listdir(base)):
     if not entry.endswith(".pb"):
       continue  # a temporary leftover of a killed writer
     path = fileio.join(base, entry)
@@ -195,18 +195,6 @@ def _read(path: str) -> Optional[mtsys_pb2.InflightRecord]:
   except OSError as e:
     raise errors.StoreAccessError(f"Cannot read {path}: {e.strerror or e}") from e
   return records.parse(data, path, mtsys_pb2.InflightRecord(), legacy_ok=False)
-
-
-def _listdir(directory: str) -> list[str]:
-  if not fileio.is_local(directory):
-    gfile = fileio.tf.io.gfile
-    return [e.rstrip("/") for e in gfile.listdir(directory)] if gfile.isdir(directory) else []
-  try:
-    return os.listdir(directory)
-  except FileNotFoundError:
-    return []
-  except OSError as e:
-    raise errors.StoreAccessError(f"Cannot list {directory}: {e.strerror or e}") from e
 
 
 def _exists(path: str) -> bool:

@@ -274,7 +274,7 @@ def prune(root: str, key: str, keep: int = 2, *,
     return []
   oldest_kept = tokens[-keep]
   doomed = []
-  for name in _listdir(directory):
+  for name in fileio.listdir(directory):
     match = _TOKEN_FILE.match(name) or _TOKEN_TMP.match(name)
     if match and int(match.group(1)) < oldest_kept:
       doomed.append(os.path.join(directory, name))
@@ -307,18 +307,9 @@ def _token_path(root: str, key: str, token: int) -> str:
   return os.path.join(_key_dir(root, key), f"{token:012d}.pb")
 
 
-def _listdir(directory: str) -> list[str]:
-  try:
-    return os.listdir(directory)
-  except FileNotFoundError:
-    return []
-  except OSError as e:
-    raise errors.StoreAccessError(f"Cannot list {directory}: {e.strerror or e}") from e
-
-
 def _tokens(directory: str) -> list[int]:
   """The token numbers present, ascending."""
-  return sorted(int(m.group(1)) for m in map(_TOKEN_FILE.match, _listdir(directory)) if m)
+  return sorted(int(m.group(1)) for m in map(_TOKEN_FILE.match, fileio.listdir(directory)) if m)
 
 
 def _highest(root: str, key: str) -> Optional[Lease]:
