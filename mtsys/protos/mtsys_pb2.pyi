@@ -302,7 +302,7 @@ class SystemConfig(_message.Message):
     def __init__(self, name: _Optional[str] = ..., root: _Optional[_Union[RootModel, _Mapping]] = ..., search_space: _Optional[_Union[SearchSpace, _Mapping]] = ..., evolution: _Optional[_Union[EvolutionConfig, _Mapping]] = ..., baselines: _Optional[_Union[BaselineConfig, _Mapping]] = ..., distribution: _Optional[_Union[DistributionConfig, _Mapping]] = ..., task: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ...) -> None: ...
 
 class ComponentSpec(_message.Message):
-    __slots__ = ("id", "kind", "config_json", "cloned_from", "trained_on", "access", "param_count", "flops", "weights_file", "weights_sha256", "optimizer_file", "optimizer_sha256", "weight_names", "created_by_task", "created_at_ms", "optimizer_slots_kind")
+    __slots__ = ("id", "kind", "config_json", "cloned_from", "trained_on", "access", "param_count", "flops", "weights_file", "weights_sha256", "optimizer_file", "optimizer_sha256", "weight_names", "created_by_task", "created_at_ms", "optimizer_slots_kind", "provenance")
     class OptimizerSlotsKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KERAS_VELOCITY: _ClassVar[ComponentSpec.OptimizerSlotsKind]
@@ -332,6 +332,7 @@ class ComponentSpec(_message.Message):
     CREATED_BY_TASK_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     OPTIMIZER_SLOTS_KIND_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     config_json: str
@@ -348,7 +349,48 @@ class ComponentSpec(_message.Message):
     created_by_task: str
     created_at_ms: int
     optimizer_slots_kind: ComponentSpec.OptimizerSlotsKind
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., config_json: _Optional[str] = ..., cloned_from: _Optional[str] = ..., trained_on: _Optional[_Mapping[str, int]] = ..., access: _Optional[_Union[ComponentAccess, _Mapping]] = ..., param_count: _Optional[int] = ..., flops: _Optional[int] = ..., weights_file: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., optimizer_file: _Optional[str] = ..., optimizer_sha256: _Optional[str] = ..., weight_names: _Optional[_Iterable[str]] = ..., created_by_task: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., optimizer_slots_kind: _Optional[_Union[ComponentSpec.OptimizerSlotsKind, str]] = ...) -> None: ...
+    provenance: ComponentProvenance
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., config_json: _Optional[str] = ..., cloned_from: _Optional[str] = ..., trained_on: _Optional[_Mapping[str, int]] = ..., access: _Optional[_Union[ComponentAccess, _Mapping]] = ..., param_count: _Optional[int] = ..., flops: _Optional[int] = ..., weights_file: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., optimizer_file: _Optional[str] = ..., optimizer_sha256: _Optional[str] = ..., weight_names: _Optional[_Iterable[str]] = ..., created_by_task: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., optimizer_slots_kind: _Optional[_Union[ComponentSpec.OptimizerSlotsKind, str]] = ..., provenance: _Optional[_Union[ComponentProvenance, _Mapping]] = ...) -> None: ...
+
+class ComponentProvenance(_message.Message):
+    __slots__ = ("source_kind", "source_file", "sha256")
+    SOURCE_KIND_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FILE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    source_kind: str
+    source_file: str
+    sha256: str
+    def __init__(self, source_kind: _Optional[str] = ..., source_file: _Optional[str] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class ImportedRoot(_message.Message):
+    __slots__ = ("architecture", "image_size", "channels", "component_ids", "head_template_id", "provenance", "gelu_approximate", "layer_norm_epsilon", "input_scale", "input_offset", "pre_logits_size", "source_num_layers", "source_image_size")
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    COMPONENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    HEAD_TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    GELU_APPROXIMATE_FIELD_NUMBER: _ClassVar[int]
+    LAYER_NORM_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SCALE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    PRE_LOGITS_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    architecture: VitArchitecture
+    image_size: int
+    channels: int
+    component_ids: _containers.RepeatedScalarFieldContainer[str]
+    head_template_id: str
+    provenance: ComponentProvenance
+    gelu_approximate: bool
+    layer_norm_epsilon: float
+    input_scale: _containers.RepeatedScalarFieldContainer[float]
+    input_offset: _containers.RepeatedScalarFieldContainer[float]
+    pre_logits_size: int
+    source_num_layers: int
+    source_image_size: int
+    def __init__(self, architecture: _Optional[_Union[VitArchitecture, _Mapping]] = ..., image_size: _Optional[int] = ..., channels: _Optional[int] = ..., component_ids: _Optional[_Iterable[str]] = ..., head_template_id: _Optional[str] = ..., provenance: _Optional[_Union[ComponentProvenance, _Mapping]] = ..., gelu_approximate: _Optional[bool] = ..., layer_norm_epsilon: _Optional[float] = ..., input_scale: _Optional[_Iterable[float]] = ..., input_offset: _Optional[_Iterable[float]] = ..., pre_logits_size: _Optional[int] = ..., source_num_layers: _Optional[int] = ..., source_image_size: _Optional[int] = ...) -> None: ...
 
 class ComponentAccess(_message.Message):
     __slots__ = ("public", "tasks", "groups")
