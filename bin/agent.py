@@ -18,7 +18,6 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from absl import flags
 
 from bin import common
-from mtsys.config import loader
 
 FLAGS = flags.FLAGS
 
@@ -55,7 +54,7 @@ flags.mark_flags_as_required(["config", "system_dir"])
 def main(argv):
   del argv
   common.apply_thread_flags()
-  config = loader.load(FLAGS.config)
+  config = common.load_config()
   if FLAGS.seed is not None:
     config.proto.evolution.seed = FLAGS.seed
   from mtsys.jobs import agent  # Heavy imports after flag parsing.

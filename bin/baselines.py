@@ -15,7 +15,6 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from absl import flags
 
 from bin import common
-from mtsys.config import loader
 
 FLAGS = flags.FLAGS
 common.define_config_flags()
@@ -32,7 +31,7 @@ flags.mark_flags_as_required(["config", "output_dir"])
 
 def main(argv):
   del argv
-  config = loader.load(FLAGS.config)
+  config = common.load_config()
   from mtsys.jobs import baselines  # Heavy (TensorFlow) imports after flag parsing.
   options = baselines.Options(
       output_dir=FLAGS.output_dir, distribution=common.distribution(config),

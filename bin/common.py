@@ -27,6 +27,15 @@ def define_config_flags() -> None:
       "config", None,
       f"A SystemConfig text proto file, or the name of a shipped config {loader.shipped_names()}.")
   flags.DEFINE_string("results_json", None, "Also write the results as JSON to this path.")
+  flags.DEFINE_string(
+      "root_checkpoint", None,
+      "Replaces the config's root.checkpoint: a root directory made by bin/import_root.py, or an "
+      "original ViT .npz / keras-hub preset / Model Garden checkpoint imported on the fly.")
+
+
+def load_config() -> loader.Config:
+  """The --config, with --root_checkpoint applied."""
+  return loader.load(FLAGS.config, root_checkpoint=FLAGS.root_checkpoint or "")
 
 
 def define_strategy_flags() -> None:

@@ -83,18 +83,18 @@ def main(argv):
   from mtsys.grouping import cli_lib
   train = None
   if argv[1:] == ["train"]:
-    from mtsys.config import loader
     from mtsys.grouping import train_lib
     train = train_lib.Options(
         output_dir=FLAGS.output_dir, method=FLAGS.method, trunk_from=FLAGS.trunk_from,
         epochs=FLAGS.epochs, max_batches_per_epoch=FLAGS.max_batches_per_epoch,
         batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, seed=FLAGS.seed,
         esa_fraction=FLAGS.esa_fraction, tag_every=FLAGS.tag_every, verbose=FLAGS.verbose,
-        distribution=common.distribution(loader.load(FLAGS.config)) if FLAGS.config else None)
+        distribution=common.distribution(common.load_config()) if FLAGS.config else None)
   cli_lib.run(argv[1:], cli_lib.Options(
       candidates=FLAGS.candidates, test_candidates=FLAGS.test_candidates,
       budgets=FLAGS.budgets, tasks=FLAGS.tasks, results_json=FLAGS.results_json,
-      config=FLAGS.config, train=train, save_system=FLAGS.save_system,
+      config=FLAGS.config, root_checkpoint=FLAGS.root_checkpoint, train=train,
+      save_system=FLAGS.save_system,
       save_budget=FLAGS.save_budget, output_dir=FLAGS.output_dir,
       report_dir=FLAGS.report_dir, seed=FLAGS.seed), out=common.say)
 

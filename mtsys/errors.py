@@ -72,3 +72,8 @@ class TrainingError(UserError):
 
 class ExportError(UserError, ValueError):
   """An export that cannot be made as asked (bad target, version, task or validation)."""
+
+
+class CheckpointError(ConfigError):
+  """A pretrained checkpoint that cannot be imported as a root (`mtsys.pretrained`): a missing
+  key, a shape that disagrees with the named size, an unsupported pooling or stem, a bad size."""

@@ -1,10 +1,32 @@
 """Patch embedding: cuts an image into non-overlapping patches and projects each to a token."""
 
+import math
+import numbers
+
 import keras
 from keras import ops
 
 from mtsys.components import _base
 from mtsys.components import registry
+
+
+def _check_per_channel(name, values):
+  """None, or a non-empty sequence of finite numbers as a tuple of floats."""
+  if values is None:
+    return None
+  try:
+    items = tuple(values)
+  except TypeError:
+    items = None
+  if not items or any(
+      isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v)
+      for v in items
+  ):
+    raise ValueError(
+        f"Invalid value received for argument `{name}`. Expected None or a non-empty list "
+        f"of finite floats, one per channel. Received: {name}={values!r}"
+    )
+  return tuple(float(v) for v in items)
 
 
 @keras.saving.register_keras_serializable(package="mtsys")
@@ -17,14 +39,25 @@ class PatchEmbedding(_base.Component):
   drop the image's last rows/columns. The kernel `conv/kernel` has the layout of ViT's
   `embedding/kernel` (p, p, C, D), so pretrained weights load without transposes.
 
+  A root imported from a checkpoint whose model expects other inputs than mtsys's pixels in
+  [0, 1] (the original ViT: [-1, 1]) holds that normalisation here, the first component of
+  every path, so training, evaluation and export all apply it: the conv sees
+  `images * input_scale + input_offset`, per channel. `get_config()` holds the two only when
+  set, so older configs are unchanged and load without them.
+
   Args:
     patch_size: side of the square patches, in pixels.
     hidden_size: token width D.
     seed: optional int seeding the LeCun-normal kernel initializer.
+    input_scale: None (1) or one factor per channel applied to the images before the conv.
+    input_offset: None (0) or one value per channel added after the scaling.
   """
 
-  def __init__(self, patch_size, hidden_size, seed=None, **kwargs):
+  def __init__(self, patch_size, hidden_size, seed=None, input_scale=None, input_offset=None,
+               **kwargs):
     super().__init__(**kwargs)
+    self.input_scale = _check_per_channel("input_scale", input_scale)
+    self.input_offset = _check_per_channel("input_offset", input_offset)
     self.patch_size = _base.check_positive_int("patch_size", patch_size)
     self.hidden_size = _base.check_positive_int("hidden_size", hidden_size)
     self.seed = _base.check_seed(seed)
@@ -51,6 +84,12 @@ class PatchEmbedding(_base.Component):
             f"Layer '{self.name}' needs image height and width that are multiples of "
             f"patch_size={self.patch_size}. Received: images of shape {shape}"
         )
+    for name, values in (("input_scale", self.input_scale), ("input_offset", self.input_offset)):
+      if values is not None and len(values) != shape[3]:
+        raise ValueError(
+            f"Layer '{self.name}' has {name} for {len(values)} channels. "
+            f"Received: images of shape {shape}"
+        )
 
   def build(self, input_shape):
     self._check_image_shape(input_shape)
@@ -60,6 +99,10 @@ class PatchEmbedding(_base.Component):
   def call(self, images):
     # A layer built for one size may be shared by a path with another: check again.
     self._check_image_shape(images.shape)
+    if self.input_scale is not None:
+      images = images * ops.convert_to_tensor(self.input_scale, dtype=images.dtype)
+    if self.input_offset is not None:
+      images = images + ops.convert_to_tensor(self.input_offset, dtype=images.dtype)
     x = self.conv(images)
     shape = ops.shape(x)
     return ops.reshape(x, (-1, shape[1] * shape[2], self.hidden_size))
@@ -72,7 +115,7 @@ class PatchEmbedding(_base.Component):
     return (batch, num_patches, self.hidden_size)
 
   def flops_per_example(self, input_shape):
-    """2 * num_patches * (p * p * C) * D: the patch projection (bias not counted)."""
+    """2 * num_patches * (p * p * C) * D: the patch projection (bias, input scaling not counted)."""
     height, width, channels = _base.check_example_shape(
         input_shape, 3, "(height, width, channels)"
     )
@@ -85,4 +128,8 @@ class PatchEmbedding(_base.Component):
     config.update(
         {"patch_size": self.patch_size, "hidden_size": self.hidden_size, "seed": self.seed}
     )
+    if self.input_scale is not None:
+      config["input_scale"] = list(self.input_scale)
+    if self.input_offset is not None:
+      config["input_offset"] = list(self.input_offset)
     return config

@@ -1,9 +1,14 @@
 """The pre-LayerNorm ViT encoder block."""
 
+import math
+import numbers
+
 import keras
 
 from mtsys.components import _base
 from mtsys.components import registry
+
+DEFAULT_LAYER_NORM_EPSILON = 1e-6
 
 
 def _check_dropout(dropout):
@@ -15,6 +20,31 @@ def _check_dropout(dropout):
   return float(dropout)
 
 
+def check_bool(name, value):
+  """Returns `value` if it is a bool, or raises Keras' "Invalid value received" error."""
+  if not isinstance(value, bool):
+    raise ValueError(
+        f"Invalid value received for argument `{name}`. "
+        f"Expected a bool. Received: {name}={value!r}"
+    )
+  return value
+
+
+def check_epsilon(value):
+  """Returns a LayerNorm epsilon as a `float`: a finite positive number."""
+  if (
+      isinstance(value, bool)
+      or not isinstance(value, numbers.Real)
+      or not math.isfinite(value)
+      or value <= 0
+  ):
+    raise ValueError(
+        "Invalid value received for argument `layer_norm_epsilon`. Expected a positive "
+        f"float. Received: layer_norm_epsilon={value!r}"
+    )
+  return float(value)
+
+
 @keras.saving.register_keras_serializable(package="mtsys")
 @registry.register("transformer_block")
 class TransformerBlock(_base.Component):
@@ -23,9 +53,15 @@ class TransformerBlock(_base.Component):
   Sublayers, named to map one-to-one onto a ViT checkpoint's encoder block:
   `ln_1` (LayerNorm_0), `attention` (MultiHeadDotProductAttention_1: query/key/value kernels
   `(D, heads, D/heads)`, `attention_output` kernel `(heads, D/heads, D)`), `ln_2` (LayerNorm_2),
-  `mlp_1` and `mlp_2` (MlpBlock_3/Dense_0 and Dense_1). LayerNorm epsilon is 1e-6 and the MLP
-  uses exact GELU, as in Model Garden's ViT. Dropout, as in ViT, follows the attention output
-  and each MLP dense layer; the attention probabilities themselves are not dropped.
+  `mlp_1` and `mlp_2` (MlpBlock_3/Dense_0 and Dense_1). By default LayerNorm epsilon is 1e-6
+  and the MLP uses exact GELU, as in Model Garden's ViT; a block imported from the original ViT
+  (flax's `nn.gelu`) sets `gelu_approximate=True`, the tanh form. Dropout, as in ViT, follows
+  the attention output and each MLP dense layer; the attention probabilities themselves are not
+  dropped.
+
+  `get_config()` holds `gelu_approximate` and `layer_norm_epsilon` only when they differ from
+  their defaults, so the configs of blocks made before these options existed are unchanged, and
+  configs without them load with the defaults.
 
   Args:
     hidden_size: token width D; must be divisible by `num_heads`.
@@ -33,10 +69,16 @@ class TransformerBlock(_base.Component):
     mlp_dim: hidden width of the MLP.
     dropout: dropout rate in [0, 1), active only in training.
     seed: optional int; each initializer (and the dropout) gets `seed + k`.
+    gelu_approximate: the MLP's GELU: False for the exact (erf) form, True for the tanh
+      approximation.
+    layer_norm_epsilon: epsilon of both LayerNorms.
   """
 
-  def __init__(self, hidden_size, num_heads, mlp_dim, dropout=0.0, seed=None, **kwargs):
+  def __init__(self, hidden_size, num_heads, mlp_dim, dropout=0.0, seed=None,
+               gelu_approximate=False, layer_norm_epsilon=DEFAULT_LAYER_NORM_EPSILON, **kwargs):
     super().__init__(**kwargs)
+    self.gelu_approximate = check_bool("gelu_approximate", gelu_approximate)
+    self.layer_norm_epsilon = check_epsilon(layer_norm_epsilon)
     self.hidden_size = _base.check_positive_int("hidden_size", hidden_size)
     self.num_heads = _base.check_positive_int("num_heads", num_heads)
     self.mlp_dim = _base.check_positive_int("mlp_dim", mlp_dim)
@@ -48,7 +90,8 @@ class TransformerBlock(_base.Component):
           f"hidden_size={self.hidden_size}. Received: num_heads={self.num_heads}"
       )
     dtype = self.dtype_policy
-    self.ln_1 = keras.layers.LayerNormalization(epsilon=1e-6, dtype=dtype, name="ln_1")
+    epsilon = self.layer_norm_epsilon
+    self.ln_1 = keras.layers.LayerNormalization(epsilon=epsilon, dtype=dtype, name="ln_1")
     self.attention = keras.layers.MultiHeadAttention(
         self.num_heads,
         key_dim=self.hidden_size // self.num_heads,
@@ -56,10 +99,10 @@ class TransformerBlock(_base.Component):
         dtype=dtype,
         name="attention",
     )
-    self.ln_2 = keras.layers.LayerNormalization(epsilon=1e-6, dtype=dtype, name="ln_2")
+    self.ln_2 = keras.layers.LayerNormalization(epsilon=epsilon, dtype=dtype, name="ln_2")
     self.mlp_1 = keras.layers.Dense(
         self.mlp_dim,
-        activation="gelu",  # Keras' "gelu" is the exact (erf) form.
+        activation=None,  # GELU in `call`, exact or approximate.
         kernel_initializer=keras.initializers.GlorotUniform(seed=_base.offset_seed(seed, 4)),
         dtype=dtype,
         name="mlp_1",
@@ -104,7 +147,8 @@ class TransformerBlock(_base.Component):
     x = self.attention(x, x, training=training)
     tokens = tokens + self.dropout_layer(x, training=training)
     x = self.ln_2(tokens)
-    x = self.dropout_layer(self.mlp_1(x), training=training)
+    x = keras.activations.gelu(self.mlp_1(x), approximate=self.gelu_approximate)
+    x = self.dropout_layer(x, training=training)
     x = self.dropout_layer(self.mlp_2(x), training=training)
     return tokens + x
 
@@ -132,4 +176,8 @@ class TransformerBlock(_base.Component):
             "seed": self.seed,
         }
     )
+    if self.gelu_approximate:
+      config["gelu_approximate"] = True
+    if self.layer_norm_epsilon != DEFAULT_LAYER_NORM_EPSILON:
+      config["layer_norm_epsilon"] = self.layer_norm_epsilon
     return config

@@ -18,6 +18,7 @@ from typing import Mapping
 from google.protobuf import text_format
 
 from mtsys import errors
+from mtsys.config import checkpoints
 from mtsys.config import hparams as hp
 from mtsys.config import names
 from mtsys.config import vit_sizes
@@ -74,16 +75,19 @@ def resolve(path_or_name: str) -> str:
                     f"expected a path or one of {shipped_names()}.")
 
 
-def load(path_or_name: str) -> Config:
-  """Reads, parses and validates a config file or shipped config name."""
+def load(path_or_name: str, root_checkpoint: str = "") -> Config:
+  """Reads, parses and validates a config file or shipped config name.
+
+  `root_checkpoint` (the jobs' --root_checkpoint) replaces the config's `root.checkpoint`.
+  """
   import tensorflow as tf
   path = resolve(path_or_name)
   with tf.io.gfile.GFile(path, "r") as f:
     text = f.read()
-  return parse(text, path)
+  return parse(text, path, root_checkpoint)
 
 
-def parse(text: str, path: str = "<string>") -> Config:
+def parse(text: str, path: str = "<string>", root_checkpoint: str = "") -> Config:
   """Parses and validates config text; `path` is only used in messages."""
   label = os.path.basename(path)
   proto = mtsys_pb2.SystemConfig()
@@ -92,6 +96,8 @@ def parse(text: str, path: str = "<string>") -> Config:
   except text_format.ParseError as e:
     raise ConfigError(f"{label}:{e.GetLine()}:{e.GetColumn()}: {_explain_parse_error(e)}"
                       ) from None
+  if root_checkpoint:
+    proto.root.checkpoint = root_checkpoint
   return _validate(proto, label, path)
 
 
@@ -214,6 +220,10 @@ def _copy(proto):
 
 
 def _validate_root(root: mtsys_pb2.RootModel, fail) -> vit_sizes.VitArch:
+  if root.checkpoint and root.HasField("pretrain"):
+    fail("root.pretrain", "either root.checkpoint or root.pretrain, not both", root.checkpoint)
+  if root.checkpoint:
+    checkpoints.resolve_root(root, fail)
   if root.HasField("custom"):
     c = root.custom
     for field in ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim"):
@@ -221,7 +231,12 @@ def _validate_root(root: mtsys_pb2.RootModel, fail) -> vit_sizes.VitArch:
         fail(f"root.custom.{field}", "a positive integer", getattr(c, field))
     if c.hidden_size % c.num_heads:
       fail("root.custom.hidden_size", f"a multiple of num_heads={c.num_heads}", c.hidden_size)
-    arch = vit_sizes.VitArch(c.patch_size, c.hidden_size, c.num_layers, c.num_heads, c.mlp_dim)
+    if c.layer_norm_epsilon < 0:
+      fail("root.custom.layer_norm_epsilon", "a positive number (0: 1e-6)", c.layer_norm_epsilon)
+    arch = vit_sizes.VitArch(c.patch_size, c.hidden_size, c.num_layers, c.num_heads, c.mlp_dim,
+                             gelu_approximate=c.gelu_approximate,
+                             # float32 in the proto: 1e-6 reads back as 9.99999997e-07
+                             layer_norm_epsilon=float(f"{c.layer_norm_epsilon:.7g}") or 1e-6)
   elif root.vit:
     try:
       arch = vit_sizes.parse(root.vit)

@@ -38,6 +38,11 @@ class VitArch:
   num_layers: int
   num_heads: int
   mlp_dim: int
+  # The blocks' form: GELU's tanh approximation (the original ViT's) or the exact erf form, and
+  # the LayerNorm epsilon of blocks and head. Random roots use exact GELU and 1e-6; imported
+  # roots take their source's (issue #14).
+  gelu_approximate: bool = False
+  layer_norm_epsilon: float = 1e-6
 
 
 def names() -> list[str]:

@@ -120,6 +120,7 @@ class Evolver:
       raise errors.MissingComponentError(
           f"The system at {store.root} has no complete root (missing {missing}): make it first "
           "with mtsys.train.pretrain.ensure_root (or use Evolver.with_root).")
+    self.head_template = mroot.head_template(store, config.proto.root)  # imported roots'
     # Who shares what, locks, access and scores (`mtsys.evolution.sharing`).
     self.sharing = sharing.Sharing(config, self.source,
                                    [store.read_component_spec(c) for c in self.root_ids])
@@ -269,7 +270,8 @@ class Evolver:
                                self.space, self.config.arch, self.source, rng,
                                new_block_seed=lambda: int(rng.integers(2**31)),
                                locked=locked, unmutated=seed, addition=self._addition,
-                               root_blocks=self._root_blocks)
+                               root_blocks=self._root_blocks,
+                               head_template=self.head_template)
       children.append((child, int(rng.integers(2**31))))
     return children, population, users
 

@@ -33,7 +33,6 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from mtsys import components
 from mtsys.config import hparams as hp
 from mtsys.protos import mtsys_pb2
 from mtsys.system import assembly
@@ -171,7 +170,8 @@ def mutate(parent: mtsys_pb2.PathSpec, parent_hparams: Mapping[str, hp.Value],
            locked: Optional[Callable[[str], bool]] = None,
            unmutated: bool = False,
            addition: int = _EV.RANDOM,
-           root_blocks: Sequence[str] = ()) -> Child:
+           root_blocks: Sequence[str] = (),
+           head_template: Optional[mroot.HeadTemplate] = None) -> Child:
   """Samples a child of `parent` for `task` (see the module docstring).
 
   Args:
@@ -180,11 +180,12 @@ def mutate(parent: mtsys_pb2.PathSpec, parent_hparams: Mapping[str, hp.Value],
     unmutated: a muNet seed's first trial: no mutation, only the head trains.
     addition: an effective `EvolutionConfig.LayerAddition` (see `layer_addition`).
     root_blocks: the root's transformer-block ids in order (ROOT_THEN_RANDOM adds them).
+    head_template: an imported root's (`root.head_template`): new heads start from its norm.
   """
   access = mroot.task_access(task)
   done = []
   if unmutated:
-    return _head_only(parent, parent_hparams, task, space, arch, source, access)
+    return _head_only(parent, parent_hparams, task, space, arch, source, access, head_template)
 
   # Hyperparameters: missing ones (e.g. added to the space later) start at their defaults.
   hparams = {name: parent_hparams.get(name, p.default) for name, p in space.items()}
@@ -214,8 +215,7 @@ def mutate(parent: mtsys_pb2.PathSpec, parent_hparams: Mapping[str, hp.Value],
       body.append(_frozen(source, root_blocks[depth]))
       done.append(f"add_block {root_blocks[depth]}")
     else:
-      block = components.TransformerBlock(arch.hidden_size, arch.num_heads, arch.mlp_dim,
-                                          seed=new_block_seed())
+      block = mroot.new_block(arch, new_block_seed())
       block.build((None, tokens, arch.hidden_size))
       spec = mroot.spec_for(block, mroot.new_component_id(task.name, "transformer_block"),
                             input_shape=(tokens, arch.hidden_size), created_by_task=task.name,
@@ -255,14 +255,15 @@ def mutate(parent: mtsys_pb2.PathSpec, parent_hparams: Mapping[str, hp.Value],
   if head is not None and parent.task == task.name:
     head = mpaths.clone(head.spec, head.weights, source.slots(head.spec.id), task.name, access)
   else:
-    spec, weights = mroot.new_head(task, arch.hidden_size, tokens, access)
+    spec, weights = mroot.new_head(task, arch.hidden_size, tokens, access, head_template)
     head = assembly.PlannedComponent(spec, weights, None, trainable=True)
     done.append("new head")
   body.append(head)
   return Child(planned=body, hparams=hparams, parent=parent, mutations=done)
 
 
-def _head_only(parent, parent_hparams, task, space, arch, source, access) -> Child:
+def _head_only(parent, parent_hparams, task, space, arch, source, access,
+               head_template) -> Child:
   """The parent as it is, frozen, with a trainable head (cloned, or new for another task)."""
   hparams = {name: parent_hparams.get(name, p.default) for name, p in space.items()}
   body = [_frozen(source, cid) for cid in parent.component_ids]
@@ -272,7 +273,7 @@ def _head_only(parent, parent_hparams, task, space, arch, source, access) -> Chi
     head = mpaths.clone(head.spec, head.weights, source.slots(head.spec.id), task.name, access)
   else:
     tokens = (int(hparams["image_size"]) // arch.patch_size) ** 2 + 1
-    spec, weights = mroot.new_head(task, arch.hidden_size, tokens, access)
+    spec, weights = mroot.new_head(task, arch.hidden_size, tokens, access, head_template)
     head = assembly.PlannedComponent(spec, weights, None, trainable=True)
     done.append("new head")
   body.append(head)

@@ -47,6 +47,7 @@ class Options:
   tasks: Optional[Sequence[str]] = None
   results_json: Optional[str] = None
   config: Optional[str] = None  # train: a config file or shipped name
+  root_checkpoint: Optional[str] = None  # train: replaces the config's root.checkpoint
   # train: `mtsys.grouping.train_lib.Options` without the flags above (None: not `train`).
   train: Optional[object] = None
   output_dir: Optional[str] = None  # report: the train output directory read
@@ -88,8 +89,9 @@ def parse_budgets(spec: str) -> list[Fraction]:
 def select(options: Options, *, out: Callable[[str], None] = print,
            engine: str = "auto") -> list[selection.Selection]:
   """The `select` sub-command: returns the selections (also printed and written as JSON)."""
-  if options.config is not None:
-    raise UsageError("select does not use --config; its input is --candidates=CSV")
+  for name in ("config", "root_checkpoint"):
+    if getattr(options, name) is not None:
+      raise UsageError(f"select does not use --{name}; its input is --candidates=CSV")
   if not options.candidates:
     raise UsageError("select needs --candidates=CSV: the candidate networks' validation losses")
   if not options.budgets:
@@ -164,7 +166,7 @@ def train(options: Options, *, out: Callable[[str], None] = print) -> dict:
     raise UsageError("train needs --output_dir: expected the directory the candidates go to.")
   from mtsys.config import loader
   from mtsys.grouping import train_lib  # TensorFlow: only for train
-  config = loader.load(options.config)
+  config = loader.load(options.config, root_checkpoint=options.root_checkpoint or "")
   budgets = parse_budgets(options.budgets) if options.budgets else ()
   train_options = dataclasses.replace(options.train, tasks=options.tasks, budgets=budgets,
                                       results_json=options.results_json)
@@ -173,8 +175,9 @@ def train(options: Options, *, out: Callable[[str], None] = print) -> dict:
 
 def report(options: Options, *, out: Callable[[str], None] = print) -> dict:
   """The `report` sub-command (`mtsys.grouping.report.run`): returns the report's JSON object."""
-  unused = [f"--{name}" for name in ("config", "candidates", "test_candidates", "tasks",
-                                     "results_json") if getattr(options, name)]
+  unused = [f"--{name}" for name in ("config", "root_checkpoint", "candidates",
+                                     "test_candidates", "tasks", "results_json")
+            if getattr(options, name)]
   if unused:
     raise UsageError(f"report does not use {', '.join(unused)}; it reads every task and method "
                      "of --output_dir")

@@ -76,6 +76,8 @@ class Trunk:
   source: str  # "root" or "SYSTEM_DIR:TASK", for messages and records
   # The root settings of the system the trunk comes from (what candidate systems record).
   root_config: Optional[mtsys_pb2.RootModel] = None
+  # An imported root's head template (`mtsys.system.root.head_template`): new heads start from it.
+  head_template: Optional[tuple] = None
 
   @property
   def num_blocks(self) -> int:
@@ -100,7 +102,7 @@ def root_trunk(store: mstore.Store, config: loader.Config) -> Trunk:
   specs = [store.read_component_spec(c) for c in mroot.root_ids(config)]
   root = config.proto.root
   return Trunk(tuple(specs), tuple(store.read_weights(s) for s in specs), int(root.image_size),
-               int(root.channels), "root", root)
+               int(root.channels), "root", root, mroot.head_template(store, root))
 
 
 def path_trunk(trunk_from: str) -> Trunk:
@@ -124,7 +126,8 @@ def path_trunk(trunk_from: str) -> Trunk:
   size = int(mpaths.hparams_from_proto(path.hparams).get("image_size",
                                                          state.config.root.image_size))
   return Trunk(tuple(specs), tuple(store.read_weights(s) for s in specs), size,
-               int(state.config.root.channels or 3), trunk_from, state.config.root)
+               int(state.config.root.channels or 3), trunk_from, state.config.root,
+               mroot.head_template(store, state.config.root))
 
 
 def half_trunk(trunk: Trunk) -> Trunk:
@@ -194,7 +197,8 @@ def plan_group(trunk: Trunk, tasks: Sequence[mtsys_pb2.TaskSpec]) -> GroupPlan:
   tokens, hidden = shape
   heads = {}
   for task in tasks:
-    spec, weights = mroot.new_head(task, hidden, tokens, mroot.task_access(task))
+    spec, weights = mroot.new_head(task, hidden, tokens, mroot.task_access(task),
+                                   trunk.head_template)
     heads[task.name] = assembly.PlannedComponent(spec, weights, None, trainable=True)
   return GroupPlan(tuple(t.name for t in tasks), tuple(planned), heads, trunk.image_size,
                    trunk.channels)

@@ -133,18 +133,22 @@ class RootPretraining(_message.Message):
     def __init__(self, task: _Optional[_Union[TaskSpec, _Mapping]] = ..., epochs: _Optional[int] = ..., max_batches_per_epoch: _Optional[int] = ..., batch_size: _Optional[int] = ..., hparams: _Optional[_Mapping[str, HParamValue]] = ...) -> None: ...
 
 class VitArchitecture(_message.Message):
-    __slots__ = ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim")
+    __slots__ = ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim", "gelu_approximate", "layer_norm_epsilon")
     PATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
     NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
     NUM_HEADS_FIELD_NUMBER: _ClassVar[int]
     MLP_DIM_FIELD_NUMBER: _ClassVar[int]
+    GELU_APPROXIMATE_FIELD_NUMBER: _ClassVar[int]
+    LAYER_NORM_EPSILON_FIELD_NUMBER: _ClassVar[int]
     patch_size: int
     hidden_size: int
     num_layers: int
     num_heads: int
     mlp_dim: int
-    def __init__(self, patch_size: _Optional[int] = ..., hidden_size: _Optional[int] = ..., num_layers: _Optional[int] = ..., num_heads: _Optional[int] = ..., mlp_dim: _Optional[int] = ...) -> None: ...
+    gelu_approximate: bool
+    layer_norm_epsilon: float
+    def __init__(self, patch_size: _Optional[int] = ..., hidden_size: _Optional[int] = ..., num_layers: _Optional[int] = ..., num_heads: _Optional[int] = ..., mlp_dim: _Optional[int] = ..., gelu_approximate: _Optional[bool] = ..., layer_norm_epsilon: _Optional[float] = ...) -> None: ...
 
 class HParamValue(_message.Message):
     __slots__ = ("number", "flag", "choice")

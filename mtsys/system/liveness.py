@@ -3,7 +3,7 @@ and the registrations of the forks that read a system.
 
 | reason | components a system directory uses |
 |---|---|
-| `root` | the root of the stored config (`root.root_ids`; every `root.*` id it holds when the stored config does not validate) |
+| `root` | the root of the stored config (`root.stored_root_ids`: an imported root's head template too; every `root.*` id it holds when the stored config does not validate) |
 | `path` | every task's path file `paths/<task>.pb` |
 | `fenced_path` | every task's highest fenced commit `paths/<task>.fenced/` (`mtsys.system.fenced_paths`), which the path file may not mirror yet |
 | `evolution_state` | the population of every saved evolution state (the single program's, each agent's) |
@@ -85,7 +85,7 @@ def component_dirs(root: str) -> dict[str, tuple[bool, list[str]]]:
 
 def _root_ids(config: mtsys_pb2.SystemConfig, root: str) -> set[str]:
   try:
-    return set(mroot.root_ids(loader.parse(text_format.MessageToString(config),
+    return set(mroot.stored_root_ids(loader.parse(text_format.MessageToString(config),
                                            _join(root, "system.pb"))))
   except errors.ConfigError:
     prefix = mroot.ROOT_PREFIX + "."

@@ -14,7 +14,6 @@ from typing import Optional, Sequence
 import keras
 import numpy as np
 
-from mtsys import errors
 from mtsys import components
 from mtsys.config import loader
 from mtsys.config import names
@@ -22,6 +21,9 @@ from mtsys.protos import mtsys_pb2
 from mtsys.system import assembly
 
 ROOT_PREFIX = "root"
+# An imported root's head template (issue #14): a one-class head holding the source's final
+# encoder norm (and pre-logits, when kept); every new head starts from it. Not on any path.
+HEAD_TEMPLATE_ID = f"{ROOT_PREFIX}.head"
 
 
 def now_ms() -> int:
@@ -62,9 +64,15 @@ def root_layers(config: loader.Config) -> list[keras.layers.Layer]:
       components.PositionEmbedding(grid, arch.hidden_size, seed=seed + 1),
   ]
   for i in range(arch.num_layers):
-    layers.append(components.TransformerBlock(arch.hidden_size, arch.num_heads, arch.mlp_dim,
-                                              seed=seed + 2 + i))
+    layers.append(new_block(arch, seed + 2 + i))
   return layers
+
+
+def new_block(arch, seed: Optional[int]) -> components.TransformerBlock:
+  """An unbuilt, randomly initialised transformer block of the root's form (`arch`)."""
+  return components.TransformerBlock(arch.hidden_size, arch.num_heads, arch.mlp_dim, seed=seed,
+                                     gelu_approximate=arch.gelu_approximate,
+                                     layer_norm_epsilon=arch.layer_norm_epsilon)
 
 
 def root_ids(config: loader.Config) -> list[str]:
@@ -74,12 +82,20 @@ def root_ids(config: loader.Config) -> list[str]:
                                                "position_embedding")] + blocks
 
 
+def stored_root_ids(config: loader.Config) -> list[str]:
+  """Every component id the root stores: `root_ids`, plus an imported root's head template."""
+  return root_ids(config) + ([HEAD_TEMPLATE_ID] if config.proto.root.checkpoint else [])
+
+
 def make_root(config: loader.Config) -> list[tuple[mtsys_pb2.ComponentSpec, list[np.ndarray]]]:
-  """The root components with their initial weights, ids 'root.<kind>[.i]'."""
+  """The random root components with their initial weights, ids 'root.<kind>[.i]'.
+
+  An imported root (`root.checkpoint`) comes from `mtsys.pretrained.config_root` instead, through
+  `mtsys.train.pretrain.root_components`.
+  """
   if config.proto.root.checkpoint:
-    raise errors.ConfigError(
-        f"root.checkpoint={config.proto.root.checkpoint!r}: loading pretrained "
-        "checkpoints is not supported yet; leave it empty for a random root.")
+    raise ValueError(f"root.checkpoint={config.proto.root.checkpoint!r}: an imported root is "
+                     "made by mtsys.pretrained.config_root, not make_root.")
   layers = root_layers(config)
   size, channels = config.proto.root.image_size, config.proto.root.channels
   assembly.chain(layers, size, channels, name="root")  # builds every layer
@@ -91,11 +107,41 @@ def make_root(config: loader.Config) -> list[tuple[mtsys_pb2.ComponentSpec, list
   return out
 
 
+HeadTemplate = tuple  # (ComponentSpec, weights) of HEAD_TEMPLATE_ID
+
+
+def head_template(source, root: mtsys_pb2.RootModel) -> Optional[HeadTemplate]:
+  """An imported root's head template from `source` (a store holding the root of a system whose
+  config has this `root`), or None for other roots."""
+  if not root.checkpoint:
+    return None
+  spec = source.read_component_spec(HEAD_TEMPLATE_ID)
+  return spec, source.read_weights(spec)
+
+
 def new_head(task: mtsys_pb2.TaskSpec, hidden_size: int, num_tokens: int,
-             access: mtsys_pb2.ComponentAccess) -> tuple[mtsys_pb2.ComponentSpec, list[np.ndarray]]:
-  """A fresh zero-initialised head for `task` (spec and weights)."""
-  head = components.ClassificationHead(task.num_classes, hidden_size)
-  head.build((None, num_tokens, hidden_size))
+             access: mtsys_pb2.ComponentAccess, template: Optional[HeadTemplate] = None
+             ) -> tuple[mtsys_pb2.ComponentSpec, list[np.ndarray]]:
+  """A fresh head for `task` (spec and weights): a zero-initialised Dense after the norm.
+
+  With an imported root's `template` (`head_template`) the norm (and pre-logits Dense, when the
+  import kept it) start as the template's: the source's pretrained final encoder norm.
+  """
+  if template is None:
+    head = components.ClassificationHead(task.num_classes, hidden_size)
+    head.build((None, num_tokens, hidden_size))
+  else:
+    t_spec, t_weights = template
+    pretrained = assembly.instantiate(t_spec)
+    pretrained.build((None, num_tokens, hidden_size))
+    pretrained.set_weights(list(t_weights))
+    head = components.ClassificationHead(
+        task.num_classes, hidden_size, pre_logits_size=pretrained.pre_logits_size,
+        layer_norm_epsilon=pretrained.layer_norm_epsilon)
+    head.build((None, num_tokens, hidden_size))
+    head.norm.set_weights(pretrained.norm.get_weights())
+    if pretrained.pre_logits_size:
+      head.pre_logits.set_weights(pretrained.pre_logits.get_weights())
   spec = spec_for(head, new_component_id(task.name, "head"),
                   input_shape=(num_tokens, hidden_size), created_by_task=task.name, access=access)
   return spec, [np.array(w) for w in head.get_weights()]

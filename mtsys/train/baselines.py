@@ -60,7 +60,8 @@ class BaselineResult:
 def plan(method: str, store: mstore.Store, config: loader.Config, task: mtsys_pb2.TaskSpec,
          root_specs: Sequence[mtsys_pb2.ComponentSpec], adapter_dim: int,
          seed: int) -> list[assembly.PlannedComponent]:
-  """The components of `method`'s path for `task`, new ones trainable."""
+  """The components of `method`'s path for `task`, new ones trainable (the head from an
+  imported root's head template, when the root has one)."""
   access = mroot.task_access(task)
   arch = config.arch
   tokens = (config.proto.root.image_size // arch.patch_size) ** 2 + 1
@@ -75,7 +76,8 @@ def plan(method: str, store: mstore.Store, config: loader.Config, task: mtsys_pb
       a_spec, a_weights = mroot.new_adapter(task.name, arch.hidden_size, adapter_dim, tokens,
                                             access, seed=seed + len(planned))
       planned.append(assembly.PlannedComponent(a_spec, a_weights, None, trainable=True))
-  h_spec, h_weights = mroot.new_head(task, arch.hidden_size, tokens, access)
+  h_spec, h_weights = mroot.new_head(task, arch.hidden_size, tokens, access,
+                                     mroot.head_template(store, config.proto.root))
   planned.append(assembly.PlannedComponent(h_spec, h_weights, None, trainable=True))
   return planned
 

@@ -53,9 +53,13 @@ def root_components(config: loader.Config, *, strategy: Optional[tf.distribute.S
   """The root as [(ComponentSpec, weights, optimizer slots or None)], ids 'root.<kind>[.i]'.
 
   Random (from `root.seed`) unless `root.pretrain` is set; then pretrained on its task (each call
-  trains anew: see the module doc for sharing one pretrained root).
+  trains anew: see the module doc for sharing one pretrained root). With `root.checkpoint`, the
+  imported checkpoint's components and head template (`mtsys.pretrained.config_root`).
   """
   root = config.proto.root
+  if root.checkpoint:  # imported: zero momentum
+    from mtsys.pretrained import config_root  # pylint: disable=import-outside-toplevel
+    return [(spec, weights, None) for spec, weights in config_root.root_components(config)]
   if not root.HasField("pretrain"):
     return [(spec, weights, None) for spec, weights in mroot.make_root(config)]
   faults = faults or mfaults.Injector()
@@ -74,14 +78,13 @@ def check_root_source(config: loader.Config,
   Raises:
     ConfigError, DataError: naming the field or the data.
   """
-  ids = mroot.root_ids(config)
+  ids = mroot.stored_root_ids(config)
   if any(h is not None and all(h.has_component(c) for c in ids) for h in holders):
     return
   root = config.proto.root
   if root.checkpoint:
-    raise errors.ConfigError(
-        f"root.checkpoint={root.checkpoint!r}: loading pretrained checkpoints is not supported "
-        "yet; leave it empty for a random root, or set root.pretrain.")
+    from mtsys.pretrained import config_root  # pylint: disable=import-outside-toplevel
+    config_root.check(config)
   if root.HasField("pretrain"):
     task = root.pretrain.task
     mdata.check_image_size(task.name, root.image_size, config.arch.patch_size)
@@ -119,16 +122,16 @@ def ensure_root_claimed(store: mstore.Store, config: loader.Config, *,
   component exists and use it. `claim_args`: `root_claim.ensure_once`'s (ttl_s, timeout_s, ...).
   The single program keeps `ensure_root` under its run lock.
   """
-  ids = mroot.root_ids(config)
+  ids = mroot.stored_root_ids(config)
   root_claim.ensure_once(
       store.root, lambda: all(store.has_component(c) for c in ids),
       lambda: ensure_root(store, config, root_from=root_from, strategy=strategy, log=log),
       **claim_args)
-  return [store.read_component_spec(c) for c in ids]
+  return [store.read_component_spec(c) for c in mroot.root_ids(config)]
 
 
 def _ensure_root(store, config, root_from, strategy, log) -> list[mtsys_pb2.ComponentSpec]:
-  ids = mroot.root_ids(config)
+  ids = mroot.stored_root_ids(config)
   missing = [c for c in ids if not store.has_component(c)]
   if missing and len(missing) < len(ids):
     partial = [c for c in ids if store.holds_component(c)]
@@ -150,7 +153,7 @@ def _ensure_root(store, config, root_from, strategy, log) -> list[mtsys_pb2.Comp
                                            faults=store.faults) if c[0].id in missing]
     for spec, weights, slots in source:
       store.write_component(spec, weights, slots)  # sets its own file names and checksums
-  return [store.read_component_spec(c) for c in ids]
+  return [store.read_component_spec(c) for c in mroot.root_ids(config)]
 
 
 class _FaultPoints(keras.callbacks.Callback):

@@ -110,3 +110,56 @@ def test_flops_with_bad_shape_pins_the_message():
   )
   with pytest.raises(ValueError, match=re.escape(message)):
     PatchEmbedding(4, 8).flops_per_example((8, 8))
+
+
+def test_input_normalisation_round_trips_and_applies_before_the_conv():
+  images = _images(channels=3)
+  layer = PatchEmbedding(4, 8, seed=1, input_scale=[2.0, 2.0, 0.5], input_offset=(-1, -1, 0.25))
+  outputs = testing.run_component_test(
+      layer, images, ["patch_size", "hidden_size", "seed", "input_scale", "input_offset"]
+  )
+  assert layer.get_config()["input_offset"] == [-1.0, -1.0, 0.25]
+  plain = PatchEmbedding(4, 8)
+  plain.build(images.shape)
+  plain.set_weights(layer.get_weights())
+  scaled = images * np.array([2.0, 2.0, 0.5], "float32") + np.array([-1, -1, 0.25], "float32")
+  np.testing.assert_allclose(outputs, plain(scaled), rtol=1e-6, atol=1e-6)
+
+
+def test_only_a_scale_or_only_an_offset():
+  images = _images()
+  layer = PatchEmbedding(4, 8, seed=1, input_offset=[0.5])
+  plain = PatchEmbedding(4, 8, seed=1)
+  np.testing.assert_allclose(layer(images), plain(images + 0.5), rtol=1e-6, atol=1e-6)
+  assert "input_scale" not in layer.get_config()
+  scaled = PatchEmbedding(4, 8, seed=1, input_scale=[3.0])
+  np.testing.assert_allclose(scaled(images), plain(images * 3.0), rtol=1e-5, atol=1e-5)
+
+
+def test_config_without_normalisation_loads_unchanged():
+  old = {"name": "p", "trainable": True, "dtype": "float32", "patch_size": 4, "hidden_size": 8,
+         "seed": None}
+  layer = PatchEmbedding.from_config(old)
+  assert layer.input_scale is None and layer.input_offset is None
+  config = layer.get_config()
+  assert {k: v for k, v in config.items() if k != "dtype"} == {
+      k: v for k, v in old.items() if k != "dtype"
+  }
+
+
+def test_normalisation_does_not_change_flops():
+  layer = PatchEmbedding(4, 8, input_scale=[2.0], input_offset=[-1.0])
+  assert layer.flops_per_example((8, 8, 1)) == 1024
+
+
+def test_normalisation_for_other_channel_count_raises():
+  layer = PatchEmbedding(4, 8, input_scale=[2.0, 2.0, 2.0])
+  with pytest.raises(ValueError, match=re.escape("has input_scale for 3 channels")):
+    layer(_images(channels=1))
+
+
+@pytest.mark.parametrize("value", [[], [float("nan")], ["1"], 2.0, [True]])
+def test_bad_normalisation_raises(value):
+  message = "Invalid value received for argument `input_scale`"
+  with pytest.raises(ValueError, match=re.escape(message)):
+    PatchEmbedding(4, 8, input_scale=value)

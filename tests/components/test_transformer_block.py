@@ -159,3 +159,88 @@ def test_bad_arguments_raise(kwargs, message):
 def test_flops_with_wrong_width_raises():
   with pytest.raises(ValueError, match=re.escape("has hidden_size=8")):
     TransformerBlock(8, 2, 16).flops_per_example((5, 6))
+
+
+def _gelu_tanh(h):
+  return 0.5 * h * (1 + np.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h**3)))
+
+
+def test_options_round_trip_and_default_config_is_unchanged():
+  layer = TransformerBlock(8, 2, 16, seed=1, gelu_approximate=True, layer_norm_epsilon=1e-5)
+  testing.run_component_test(
+      layer,
+      _tokens(),
+      ["hidden_size", "num_heads", "mlp_dim", "dropout", "seed", "gelu_approximate",
+       "layer_norm_epsilon"],
+  )
+  assert "gelu_approximate" not in TransformerBlock(8, 2, 16).get_config()
+  assert "layer_norm_epsilon" not in TransformerBlock(8, 2, 16).get_config()
+
+
+def test_config_without_the_options_loads_with_defaults():
+  old = {"name": "b", "trainable": True, "dtype": "float32", "hidden_size": 8, "num_heads": 2,
+         "mlp_dim": 16, "dropout": 0.0, "seed": 1}
+  layer = TransformerBlock.from_config(old)
+  assert layer.gelu_approximate is False
+  assert layer.layer_norm_epsilon == 1e-6
+  config = layer.get_config()
+  assert {k: v for k, v in config.items() if k != "dtype"} == {
+      k: v for k, v in old.items() if k != "dtype"
+  }
+
+
+def test_gelu_approximate_and_epsilon_match_a_numpy_reference():
+  tokens = _tokens()
+  layer = TransformerBlock(8, 2, 16, seed=3, gelu_approximate=True, layer_norm_epsilon=1e-2)
+  layer.build(tokens.shape)
+  rng = np.random.default_rng(1)
+  for variable in layer.weights:
+    variable.assign(rng.normal(scale=0.5, size=variable.shape).astype("float32"))
+  w = {v.path.split("/", 1)[1]: v.numpy() for v in layer.weights}
+
+  def norm(x, name):
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + 1e-2) * w[f"{name}/gamma"] + w[f"{name}/beta"]
+
+  y = norm(tokens, "ln_1")
+  q, k, v = (
+      np.einsum("bnd,dhk->bnhk", y, w[f"attention/{p}/kernel"]) + w[f"attention/{p}/bias"]
+      for p in ("query", "key", "value")
+  )
+  scores = np.einsum("bqhk,bthk->bhqt", q, k) / math.sqrt(q.shape[-1])
+  probs = np.exp(scores - scores.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  out = np.einsum("bhqt,bthk->bqhk", probs, v)
+  x = tokens + np.einsum("bqhk,hkd->bqd", out, w["attention/attention_output/kernel"])
+  x = x + w["attention/attention_output/bias"]
+  h = _gelu_tanh(norm(x, "ln_2") @ w["mlp_1/kernel"] + w["mlp_1/bias"])
+  expected = x + h @ w["mlp_2/kernel"] + w["mlp_2/bias"]
+  np.testing.assert_allclose(layer(tokens), expected, rtol=1e-4, atol=1e-4)
+  exact = TransformerBlock(8, 2, 16, layer_norm_epsilon=1e-2)
+  exact.build(tokens.shape)
+  exact.set_weights(layer.get_weights())
+  assert not np.allclose(exact(tokens), layer(tokens), atol=1e-6)
+
+
+def test_options_do_not_change_flops_or_params():
+  plain = TransformerBlock(8, 2, 16)
+  tuned = TransformerBlock(8, 2, 16, gelu_approximate=True, layer_norm_epsilon=1e-5)
+  assert tuned.flops_per_example((5, 8)) == plain.flops_per_example((5, 8))
+  tuned.build((None, 5, 8))
+  assert tuned.param_count() == 600
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"gelu_approximate": 1}, "Expected a bool. Received: gelu_approximate=1"),
+        (
+            {"layer_norm_epsilon": 0.0},
+            "Expected a positive float. Received: layer_norm_epsilon=0.0",
+        ),
+        ({"layer_norm_epsilon": "1e-6"}, "Received: layer_norm_epsilon='1e-6'"),
+    ],
+)
+def test_bad_options_raise(kwargs, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    TransformerBlock(8, 2, 16, **kwargs)
