@@ -155,3 +155,19 @@ def test_num_blocks_copies_the_first_blocks_of_an_imported_root(tmp_path, import
   specs = pretrain.ensure_root(store, config, log=lambda m: None)
   assert [s.id for s in specs] == mroot.root_ids(config)  # capped to the first block
   assert not store.has_component("root.transformer_block.1")
+
+
+def test_grouping_candidates_grow_from_an_imported_root(tmp_path, imported):
+  from mtsys.grouping import candidates as mcand  # pylint: disable=import-outside-toplevel
+  from mtsys.grouping import train_lib  # pylint: disable=import-outside-toplevel
+  config = _config(tmp_path, f'checkpoint: "{imported}"')
+  out = str(tmp_path / "grouping")
+  train_lib.run(config, train_lib.Options(output_dir=out), lambda m: None)
+  records = mcand.read_records(out)
+  assert sorted(records) == ["a", "a+b", "a@half", "b", "b@half"]
+  # Each candidate's heads started from the imported root's norm: their systems hold the
+  # imported patch embedding's normalisation in every path.
+  system = mstore.Store.open(os.path.join(out, "candidates", "a+b"))
+  for task, path in system.paths().items():
+    first = json.loads(system.read_component_spec(path.component_ids[0]).config_json)
+    assert first["input_scale"] == [2.0], task
