@@ -28,7 +28,9 @@ from mtsys.train import pretrain
 def _ckpt():
   # 1-channel 8x8 images as the band tasks have; the original ViT's [-1, 1] input.
   return ptesting.random_checkpoint(patch=4, hidden=16, layers=2, heads=2, mlp=32, image=8,
-                                    channels=1, gelu_approximate=True, seed=3)
+                                    channels=1, gelu_approximate=True, seed=3,
+                                    source_kind="vit_npz", source_file="random.npz",
+                                    source_sha256="ab" * 32)
 
 
 def _tasks(tmp_path, names=("a", "b")):
@@ -65,7 +67,7 @@ def test_evolution_from_an_imported_root_keeps_its_function_and_exports(tmp_path
   assert stored_ids[-1] == mroot.HEAD_TEMPLATE_ID and len(stored_ids) == 3 + 2 + 1
   for cid in stored_ids:
     spec = store.read_component_spec(cid)
-    assert spec.provenance.source_kind == _ckpt().source_kind
+    assert (spec.provenance.source_kind, spec.provenance.sha256) == ("vit_npz", "ab" * 32)
     assert not spec.optimizer_file
     original = source.read_weights(source.read_component_spec(cid))
     compared = [np.array_equal(a, b) for a, b in zip(store.read_weights(spec), original,
@@ -171,3 +173,27 @@ def test_grouping_candidates_grow_from_an_imported_root(tmp_path, imported):
   for task, path in system.paths().items():
     first = json.loads(system.read_component_spec(path.component_ids[0]).config_json)
     assert first["input_scale"] == [2.0], task
+
+
+def test_bin_evolve_takes_the_root_from_root_checkpoint(tmp_path, imported):
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  config = tmp_path / "tiny.textproto"
+  config.write_text(f"""
+    root {{ image_size: 8 }}
+    evolution {{ task_iterations: 1 generations: 1 children_per_generation: 1
+                epochs_per_child: 1 max_batches_per_epoch: 2 batch_size: 16 seed: 1 }}
+    {_tasks(tmp_path, names=("a",))}""")
+  system = tmp_path / "system"
+  done = subprocess.run(
+      [sys.executable, os.path.join(repo, "bin", "evolve.py"), f"--config={config}",
+       f"--system_dir={system}", f"--root_checkpoint={imported}"],
+      capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert done.returncode == 0, done.stderr[-3000:]
+  store = mstore.Store.open(str(system))
+  assert store.read_state().config.root.checkpoint == imported
+  spec = store.read_component_spec("root.transformer_block.0")
+  assert spec.provenance.source_kind == "vit_npz" and json.loads(spec.config_json)[
+      "gelu_approximate"] is True
+  assert list(store.paths()) == ["a"]
