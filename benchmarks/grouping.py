@@ -1,10 +1,12 @@
-r"""Task grouping (Standley et al.): how fast exact network selection is, and that it is exact.
+r"""Task grouping (Standley et al.): how fast exact network selection is, that it is exact, and
+how close the cheap approximations come to it on chars-lite.
 
-    .venv/bin/python benchmarks/grouping.py               # about 7 minutes on 2 CPU cores
-    .venv/bin/python benchmarks/grouping.py --milp_n=0    # without the milp check: about 1
-    .venv/bin/python benchmarks/grouping.py --quick       # a smoke run, about 10 s
+    .venv/bin/python benchmarks/grouping.py --work_dir=/tmp/grouping   # about 1.5 h on 2 CPU cores
+    .venv/bin/python benchmarks/grouping.py --synthetic_only            # about 7 minutes
+    .venv/bin/python benchmarks/grouping.py --synthetic_only --milp_n=0 # about 1 minute
+    .venv/bin/python benchmarks/grouping.py --quick                     # a smoke run, about 1 min
 
-Synthetic part (`--synthetic_only`, the default for now): for n = 5, 8, ..., 20 tasks, every
+Synthetic part: for n = 5, 8, ..., 20 tasks, every
 one of the 2^n - 1 task subsets is a full-size candidate (cost 1) and every task also has a
 half-size single-task candidate (cost 0.5); `mtsys.grouping.selection.select` answers the whole
 budget sweep 1, 1.5, ..., n in one call. Losses are synthetic but shaped like real ones: a task's
@@ -21,8 +23,14 @@ which takes HiGHS about 5 minutes for the 23 budgets (the selection: 0.2 s).
 Targets (issue #13): n = 16 under 1 s, n = 20 under 2 minutes, excluding compilation. Measured
 (2 cores, shared): n = 16 0.6 s, n = 18 4.7 s, n = 20 44 s (212 MB), compilation 4.4 s.
 
-The real part on chars-lite's six tasks (HOA and TAG against the exact optimum) is not in this
-script yet; `--nosynthetic_only` will run it once it is.
+chars-lite part (skipped by `--synthetic_only`): the six tasks trained for real with
+`bin/group_tasks.py train`'s library (the config's baseline budget per candidate): the exact
+method's 63 + 6 candidates, HOA (singles, half-size singles and pairs) and TAG (one all-task
+network with lookahead affinities, plus the singles), each approximation selecting at every budget
+of `--budgets` (default 1:6:0.5) and its chosen networks trained fully, then scored on the true
+test losses against the exact optimum (`mtsys.grouping.report`), with random groupings beside
+them. Targets: HOA's and TAG's test-loss gaps within 2% on average and at worst, at <= 1/3 and
+<= 1/10 of the exact method's training cost (`hoa_cost_share`, `tag_cost_share`).
 
 The last line of the output is one JSON object with the figures.
 """
@@ -34,6 +42,7 @@ import json
 import os
 import string
 import sys
+import tempfile
 import time
 import tracemalloc
 
@@ -143,11 +152,64 @@ def synthetic(sizes, *, milp_n: int, seed: int, out=print) -> dict:
   return figures
 
 
-def chars_lite(out=print) -> dict:
-  """HOA's and TAG's groupings against the exact optimum on chars-lite (not implemented yet)."""
-  del out
-  raise NotImplementedError("the chars-lite part of benchmarks/grouping.py is not written yet; "
-                            "run with --synthetic_only")
+def chars_lite(work_dir: str, budgets: str, *, quick: bool, out=print) -> dict:
+  """HOA's and TAG's groupings against the exact optimum, trained for real on chars-lite.
+
+  Trains (or, in a work directory of an earlier run, resumes or reuses) the exact method's
+  candidates, then HOA's and TAG's (each selecting at every budget and training its chosen
+  networks fully, so every grouping is scored on true test losses), then builds the report
+  (`mtsys.grouping.report`). `quick`: two tasks, one epoch of two batches (numbers mean nothing).
+  """
+  from mtsys.config import loader  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  from mtsys.grouping import cli_lib  # pylint: disable=g-import-not-at-top
+  from mtsys.grouping import report as mreport  # pylint: disable=g-import-not-at-top
+  from mtsys.grouping import train_lib  # pylint: disable=g-import-not-at-top
+  config = loader.load("chars-lite")
+  if quick:  # the root's pretraining too: 1 epoch of 2 batches
+    config.proto.root.pretrain.epochs, config.proto.root.pretrain.max_batches_per_epoch = 1, 2
+  tasks = [t.name for t in config.tasks][:2 if quick else None]
+  sweep = cli_lib.parse_budgets(budgets if not quick else "1:2:0.5")
+  small = dict(epochs=1, max_batches_per_epoch=2) if quick else {}
+  out(f"\nchars-lite, trained for real: {len(tasks)} tasks {tasks} in {work_dir} (a rerun with "
+      "the same --work_dir resumes and reuses what is there)")
+  runs = {}
+  for method in ("exact", "hoa", "tag"):
+    start = time.perf_counter()
+    result = train_lib.run(config, train_lib.Options(
+        output_dir=work_dir, method=method, tasks=tasks, budgets=sweep if method != "exact"
+        else (), **small), lambda line: None)
+    runs[method] = {"cost_share": result["cost_share"], "networks": result["networks"],
+                    "seconds": time.perf_counter() - start}
+    out(f"  {method:>5}: {result['networks']:>3} networks, training cost "
+        f"{result['cost_share']:.1%} of the exact method's, {runs[method]['seconds']:.0f} s "
+        "this run")
+  report = mreport.build(mreport.Options(output_dir=work_dir, budgets=sweep))
+  out(f"{'budget':>7} {'exact':>8} {'hoa':>8} {'tag':>8} {'random':>8}   test loss (sum over tasks)")
+  curves = report["methods"]
+  for i, budget in enumerate(sweep):
+    row = [curves[m][i].get("test_loss") if m in curves else None
+           for m in ("exact", "hoa", "tag", "random")]
+    out(f"{float(budget):>7g} " + " ".join(f"{v:>8.4f}" if v is not None else f"{'-':>8}"
+                                           for v in row))
+  figures = {"chars_lite_tasks": tasks, "chars_lite_budgets": [float(b) for b in sweep],
+             "chars_lite_work_dir": work_dir}
+  for method in ("hoa", "tag", "random"):
+    for stat in ("mean", "max"):
+      figures[f"{method}_gap_{stat}"] = report["gaps"].get(method, {}).get(stat)
+  figures["hoa_cost_share"] = runs["hoa"]["cost_share"]
+  figures["tag_cost_share"] = runs["tag"]["cost_share"]
+  figures["chars_lite_seconds"] = {m: round(r["seconds"], 1) for m, r in runs.items()}
+  out(f"Gap to the optimum's test loss (mean / max over budgets): HOA "
+      f"{_pct(figures['hoa_gap_mean'])} / {_pct(figures['hoa_gap_max'])} at "
+      f"{figures['hoa_cost_share']:.1%} of the training cost, TAG "
+      f"{_pct(figures['tag_gap_mean'])} / {_pct(figures['tag_gap_max'])} at "
+      f"{figures['tag_cost_share']:.1%}; random {_pct(figures['random_gap_mean'])} / "
+      f"{_pct(figures['random_gap_max'])} (targets: within 2% at <= 1/3 and <= 1/10)")
+  return figures
+
+
+def _pct(value) -> str:
+  return "-" if value is None else f"{value:+.2%}"
 
 
 def main(argv=None) -> None:
@@ -159,16 +221,20 @@ def main(argv=None) -> None:
   p.add_argument("--milp_n", type=int, default=None,
                  help="Check every budget against scipy's milp at this n (default 12; quick 8).")
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--synthetic_only", action=argparse.BooleanOptionalAction, default=True,
-                 help="Only the synthetic timing part (default; the chars-lite part of HOA "
-                      "and TAG against the exact optimum is not written yet).")
+  p.add_argument("--synthetic_only", action="store_true",
+                 help="Only the synthetic timing part (skip training on chars-lite).")
+  p.add_argument("--work_dir", default=None,
+                 help="Where the chars-lite candidates go; a rerun with the same directory "
+                      "resumes and reuses them (default: a new temporary directory).")
+  p.add_argument("--budgets", default="1:6:0.5", help="The chars-lite budget sweep.")
   args = p.parse_args(argv)
   sizes = (tuple(int(s) for s in args.sizes.split(",")) if args.sizes
            else QUICK_SIZES if args.quick else SIZES)
   milp_n = args.milp_n if args.milp_n is not None else (8 if args.quick else 12)
   figures = synthetic(sizes, milp_n=milp_n, seed=args.seed)
   if not args.synthetic_only:
-    figures.update(chars_lite())
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="mtsys-grouping-chars-lite-")
+    figures.update(chars_lite(work_dir, args.budgets, quick=args.quick))
   print(json.dumps(figures))
 
 

@@ -16,7 +16,8 @@ import pytest
                     "failed_requests_during_swaps", "rss_growth_mb", "requests_fuzzed",
                     "server_alive_after_fuzz"]),
     ("grouping.py", ["seconds_n16", "seconds_n20", "peak_mb_n16", "compile_seconds",
-                     "milp_agrees_n12", "milp_agrees"]),
+                     "milp_agrees_n12", "milp_agrees", "hoa_gap_mean", "hoa_gap_max",
+                     "tag_gap_mean", "tag_gap_max", "hoa_cost_share", "tag_cost_share"]),
 ])
 def test_quick_run_ends_with_one_json_object_of_figures(script, keys, quick_run):
   quick_run(script, keys)
