@@ -36,7 +36,7 @@ def check(config: loader.Config, system_dir: str, names: Sequence[str],
   """Checks everything a run needs before its first write to `system_dir`.
 
   The tasks' data (shapes, labels, splits), the system directory's compatibility with `config`,
-  and the root's source (a pretraining task's data, no unsupported checkpoint) when the system
+  and the root's source (a pretraining task's data, or an importable checkpoint) when the system
   does not hold the root yet. A failed check leaves the directory exactly as it was. With
   `fork_from`, the system to fork must exist and be compatible too (it holds the root the fork
   will read). A task the system records as removed may only run when named in `readd`.

@@ -72,11 +72,12 @@ def check_root_source(config: loader.Config,
   """Checks, writing nothing, that the root can be made; call before a run's first write.
 
   Nothing is checked when one of `holders` (an existing system, the system baselines copy the
-  root from) already holds the whole root. Otherwise the root must not name a checkpoint (not
-  supported yet), and the pretraining task's data must load and fit the root.
+  root from) already holds the whole root. Otherwise a checkpoint root must be importable
+  (`mtsys.pretrained.config_root.check`: read in full, checked against the config), and a
+  pretraining task's data must load and fit the root.
 
   Raises:
-    ConfigError, DataError: naming the field or the data.
+    ConfigError (CheckpointError), DataError: naming the field, the checkpoint or the data.
   """
   ids = mroot.stored_root_ids(config)
   if any(h is not None and all(h.has_component(c) for c in ids) for h in holders):

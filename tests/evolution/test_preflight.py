@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from mtsys import errors
@@ -28,10 +29,20 @@ def _config(tmp_path, root_extra="", pretrain_npz=None):
           'test_fraction: 0.2 } }\n')
 
 
+def _bad_checkpoint(tmp_path):
+  """An original-ViT .npz that lacks all but the class token (issue #14's readers refuse it)."""
+  path = tmp_path / "vit.npz"
+  np.savez(path, cls=np.zeros((1, 1, 64), np.float32))
+  return str(path)
+
+
 def test_checkpoint_root_fails_before_the_system_exists(tmp_path):
-  config = loader.parse(_config(tmp_path, 'checkpoint: "/ckpt/vit"'))
-  with pytest.raises(errors.ConfigError, match=r"root.checkpoint='/ckpt/vit': loading pretrained "
-                                               r"checkpoints is not supported yet"):
+  with pytest.raises(errors.ConfigError, match=r"root.checkpoint: expected a root directory made "
+                     r"by bin/import_root.py or a checkpoint \(Checkpoint /ckpt/vit: no such file"):
+    loader.parse(_config(tmp_path, 'checkpoint: "/ckpt/vit"'))
+  bad = _bad_checkpoint(tmp_path)
+  config = loader.parse(_config(tmp_path, f'checkpoint: "{bad}"'))
+  with pytest.raises(errors.CheckpointError, match=f"Checkpoint {bad}: missing key"):
     preflight.check(config, str(tmp_path / "system"), ["t"])
   assert not (tmp_path / "system").exists()
 
@@ -46,7 +57,7 @@ def test_bad_pretraining_data_fails_before_the_system_exists(tmp_path):
 def test_a_system_that_holds_the_root_needs_no_root_source(tmp_path):
   config = loader.parse(_config(tmp_path))
   synthetic.make_system(str(tmp_path / "system"), config)
-  with_checkpoint = loader.parse(_config(tmp_path, 'checkpoint: "/ckpt/vit"'))
+  with_checkpoint = loader.parse(_config(tmp_path, f'checkpoint: "{_bad_checkpoint(tmp_path)}"'))
   # The root config differs, so the stored system is incompatible: said before any write.
   with pytest.raises(errors.IncompatibleSystemError, match="The system was made with root"):
     preflight.check(with_checkpoint, str(tmp_path / "system"), ["t"])
@@ -56,13 +67,14 @@ def test_a_system_that_holds_the_root_needs_no_root_source(tmp_path):
 
 def test_cli_leaves_no_directory_then_the_fixed_config_runs(tmp_path):
   path = tmp_path / "c.textproto"
-  path.write_text(_config(tmp_path, 'checkpoint: "/ckpt/vit"'))
+  bad = _bad_checkpoint(tmp_path)
+  path.write_text(_config(tmp_path, f'checkpoint: "{bad}"'))
   cmd = [sys.executable, os.path.join(_REPO, "bin", "evolve.py"), f"--config={path}",
          f"--system_dir={tmp_path / 'system'}", "--task_iterations=0"]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
   assert done.returncode == 2, done.stderr[-2000:]
-  assert "root.checkpoint='/ckpt/vit'" in done.stderr.splitlines()[-1]
+  assert f"Checkpoint {bad}: missing key" in done.stderr.splitlines()[-1]
   assert not (tmp_path / "system").exists()
   path.write_text(_config(tmp_path))
   done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
