@@ -310,7 +310,11 @@ def build(options: Options) -> dict:
     if not _exists(path):
       skipped[method] = f"no {path}"
       continue
-    predicted = candidates_csv.read(path)
+    try:
+      predicted = candidates_csv.read(path)
+    except errors.DataError as e:  # e.g. a run killed before its last candidate: said, not fatal
+      skipped[method] = f"unusable ({e})"
+      continue
     if sorted(predicted.tasks) != sorted(val.tasks):
       skipped[method] = (f"{path} has tasks [{', '.join(predicted.tasks)}]; the truth has "
                          f"[{', '.join(val.tasks)}]")

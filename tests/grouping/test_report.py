@@ -242,6 +242,17 @@ def test_a_method_with_other_tasks_is_skipped_and_said_so(tmp_path):
   assert "esa" not in r["methods"] and "hoa" in r["methods"]
 
 
+def test_a_method_killed_midway_is_skipped_and_said_so(tmp_path):
+  out = _make_out(tmp_path, methods={"hoa": _HOA})
+  (tmp_path / "out" / "esa").mkdir()
+  # A killed ESA run: its CSV has every task's column but no network for c yet.
+  (tmp_path / "out" / "esa" / "VAL.csv").write_text("network,cost,a,b,c\na+b,1,0.1,0.2,\n")
+  r = report.build(report.Options(out, [selection.exact(1)]))
+  assert r["skipped"]["esa"].startswith("unusable (")
+  assert "task 'c' is solved by no network" in r["skipped"]["esa"]
+  assert "esa" not in r["methods"] and "hoa" in r["methods"]
+
+
 def test_group_tasks_report_command(tmp_path):
   out = _make_out(tmp_path, methods={"hoa": _HOA, "tag": _TAG})
   script = os.path.join(_REPO, "bin", "group_tasks.py")
