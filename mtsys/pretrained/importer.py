@@ -28,19 +28,6 @@ READERS = {
 SOURCE_KINDS = (AUTO,) + tuple(READERS)
 
 
-def detect_kind(source: str) -> str:
-  """The kind of checkpoint at `source` (`mtsys.config.checkpoints.detect_kind`).
-
-  A `.npz` file: "vit_npz". A directory holding keras-hub's `config.json` and `metadata.json`:
-  "keras_hub". A TF checkpoint (a prefix whose `.index` file exists, or a directory holding a
-  `checkpoint` file): "model_garden".
-
-  Raises:
-    CheckpointError: nothing at `source`, or none of the above.
-  """
-  return checkpoints.detect_kind(source)
-
-
 def reader(kind: str):
   """The reader module of a source kind (imported now: it pulls in its source's library)."""
   return importlib.import_module(f"mtsys.pretrained.{READERS[kind]}")
@@ -58,7 +45,7 @@ def read(source: str, source_kind: str = AUTO) -> cf.ViTCheckpoint:
   if source_kind not in SOURCE_KINDS:
     raise errors.CheckpointError(f"source_kind={source_kind!r}: expected one of "
                                  f"{', '.join(SOURCE_KINDS)}.")
-  kind = detect_kind(source) if source_kind == AUTO else source_kind
+  kind = checkpoints.detect_kind(source) if source_kind == AUTO else source_kind
   ckpt = reader(kind).read(source)
   ckpt.source_kind = ckpt.source_kind or kind
   ckpt.source_file = ckpt.source_file or source
@@ -102,10 +89,6 @@ def import_root(source: str, output: str, num_blocks: int = 0, image_size: int =
   ckpt = read(source, source_kind)
   log(f"Read {ckpt.source_kind} checkpoint {ckpt.source_file} (sha256 {ckpt.source_sha256}): "
       f"{cf.summary(ckpt)}")
-  if keep_pre_logits and not ckpt.pre_logits_size:
-    raise errors.CheckpointError(
-        f"Checkpoint {ckpt.name}: --keep_pre_logits, but it has no '{cf.PRE_LOGITS_KERNEL}' "
-        "(expected a checkpoint with a pre-logits layer, or leave the option off).")
   if image_size:
     cf.check_image_size(ckpt, image_size)
   source_num_layers, source_image_size = ckpt.num_layers, ckpt.image_size

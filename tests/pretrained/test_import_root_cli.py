@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mtsys import errors
+from mtsys.config import checkpoints
 from mtsys.jobs import import_root as job
 from mtsys.pretrained import checkpoint_format as cf
 from mtsys.pretrained import importer
@@ -43,24 +44,24 @@ class _FakeReader:
 def test_detect_kind(tmp_path):
   npz = tmp_path / "a.npz"
   npz.write_bytes(b"")
-  assert importer.detect_kind(str(npz)) == "vit_npz"
+  assert checkpoints.detect_kind(str(npz)) == "vit_npz"
   preset = tmp_path / "preset"
   preset.mkdir()
   (preset / "config.json").write_text("{}")
   (preset / "metadata.json").write_text("{}")
-  assert importer.detect_kind(str(preset)) == "keras_hub"
+  assert checkpoints.detect_kind(str(preset)) == "keras_hub"
   garden = tmp_path / "garden"
   garden.mkdir()
   (garden / "checkpoint").write_text("")
-  assert importer.detect_kind(str(garden)) == "model_garden"
+  assert checkpoints.detect_kind(str(garden)) == "model_garden"
   (garden / "ckpt-3.index").write_text("")
-  assert importer.detect_kind(str(garden / "ckpt-3")) == "model_garden"
+  assert checkpoints.detect_kind(str(garden / "ckpt-3")) == "model_garden"
   with pytest.raises(errors.CheckpointError, match="no such file or directory"):
-    importer.detect_kind(str(tmp_path / "missing.npz"))
+    checkpoints.detect_kind(str(tmp_path / "missing.npz"))
   other = tmp_path / "weights.h5"
   other.write_bytes(b"")
   with pytest.raises(errors.CheckpointError, match=re.escape("not a checkpoint mtsys reads")):
-    importer.detect_kind(str(other))
+    checkpoints.detect_kind(str(other))
 
 
 def test_import_fills_provenance_caps_resizes_and_computes_the_same_function(
