@@ -151,6 +151,10 @@ def _run_method(method, directory, config, task_specs, task_data, budget, hparam
                                     log=log)
   method_rows = []
   replicas = replica_count(config)
+  # Replicas (and tasks with as many classes) share a structure: each reuses the compiled model
+  # of the one before, which trains exactly like a new one (tests/train/test_trainer_reuse.py)
+  # and saves the seconds of building and tracing it.
+  cache = trainer.ModelCache()
   for i, task in enumerate(task_specs):
     data = task_data[task.name]
     steps = replicas * budget.epochs * budget.steps_per_epoch(data.sizes["train"])
@@ -171,7 +175,8 @@ def _run_method(method, directory, config, task_specs, task_data, budget, hparam
       planned = plan(method, store, config, task, root_specs, bl.adapter_dim, seed + 7919 * r)
       trained.append((planned, trainer.train_path(
           planned, data, hparams, budget, image_size=root.image_size, channels=root.channels,
-          strategy=strategy, seed=seed + r, evaluate_test=True, verbose=verbose)))
+          strategy=strategy, seed=seed + r, evaluate_test=True, verbose=verbose,
+          cache=cache)))
     # The best replica on validation (its best epoch, kept by train_path); ties: the first.
     planned, result = max(trained, key=lambda pr: pr[1].validation_accuracy)
     metrics = mtsys_pb2.PathMetrics(

@@ -1,6 +1,7 @@
 """muNet's baselines at an equal budget: C replicas per task, the best on validation kept, every
 replica's test accuracy recorded, and a rerun that trains nothing again."""
 
+import numpy as np
 import pytest
 
 from mtsys import testing
@@ -50,6 +51,32 @@ def test_replicas_default_to_the_children_per_generation_and_the_best_is_kept(tm
   # A rerun trains nothing and reports the same row from the store.
   (again,) = baselines.run(config, str(tmp_path / "out"), log=lambda m: None)
   assert len(results) == 3 and again == row
+
+
+def test_replicas_reuse_one_compiled_model_and_train_exactly_as_new_ones(tmp_path, monkeypatch):
+  config = _config(tmp_path, replicas=2)
+  caches, pairs = [], []
+  real = trainer.train_path
+
+  def twice(*args, cache=None, **kwargs):  # each replica trained again without the cache
+    caches.append(cache)
+    pairs.append((real(*args, cache=cache, **kwargs), real(*args, **kwargs)))
+    return pairs[-1][0]
+
+  monkeypatch.setattr(trainer, "train_path", twice)
+  baselines.run(config, str(tmp_path / "out"), log=lambda m: None)
+  assert len(pairs) == 2 and caches[0] is not None and caches[1] is caches[0]
+  assert caches[0].hits == 1  # the second replica reused the first one's model
+  compared = 0
+  for reused, fresh in pairs:
+    assert reused.validation_accuracy == fresh.validation_accuracy
+    assert reused.test_accuracy == fresh.test_accuracy
+    assert sorted(reused.weights) == sorted(fresh.weights)
+    for cid in fresh.weights:
+      for a, b in zip(reused.weights[cid], fresh.weights[cid], strict=True):
+        np.testing.assert_array_equal(a, b)
+        compared += 1
+  assert compared > 0
 
 
 def test_one_replica_when_the_config_says_so(tmp_path):
