@@ -33,6 +33,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string(
     "config", None,
     f"A SystemConfig text proto file, or the name of a shipped config {loader.shipped_names()}.")
+flags.DEFINE_string(
+    "root_checkpoint", None,
+    "Passed to the agents: replaces the config's root.checkpoint (a root directory made by "
+    "bin/import_root.py, or a checkpoint imported on the fly); gs:// for --emit=k8s.")
 flags.DEFINE_string("system_dir", None,
                     "The system directory the agents share (local, or gs:// for --emit); the "
                     "agents create it if new.")
@@ -78,7 +82,7 @@ flags.mark_flags_as_required(["config", "system_dir"])
 
 def main(argv):
   del argv
-  config = loader.load(FLAGS.config)
+  config = loader.load(FLAGS.config, root_checkpoint=FLAGS.root_checkpoint or "")
   from mtsys.jobs import launch_agents
   options = launch_agents.Options(
       config=FLAGS.config, system_dir=FLAGS.system_dir, tasks=FLAGS.tasks, mode=FLAGS.mode,
@@ -87,7 +91,7 @@ def main(argv):
       max_restarts=FLAGS.max_restarts, restart_delay_s=FLAGS.restart_delay_s,
       stop_grace_s=FLAGS.stop_grace_s, emit=FLAGS.emit, emit_output=FLAGS.emit_output,
       image=FLAGS.image, job_name=FLAGS.job_name, cpus_per_agent=FLAGS.cpus_per_agent,
-      agent_command=FLAGS.agent_command)
+      agent_command=FLAGS.agent_command, root_checkpoint=FLAGS.root_checkpoint)
   return launch_agents.run(config, options, out=common.say)
 
 

@@ -86,6 +86,8 @@ def agent_flags(options: Options, task_flags: Sequence[str], config: str = "") -
   """The agent's flags: config, system, `task_flags`, then the optional pass-throughs."""
   flags = [f"--config={config or options.config}", f"--system_dir={options.system_dir}",
            *task_flags]
+  if options.root_checkpoint:
+    flags.append(f"--root_checkpoint={_checkpoint_for_agents(options)}")
   if options.mode:
     flags.append(f"--mode={options.mode}")
   if options.task_iterations is not None:
@@ -214,8 +216,22 @@ def _cluster_config(options: Options) -> str:
   return os.path.abspath(options.config)  # Slurm: assumes the nodes share this filesystem
 
 
+def _checkpoint_for_agents(options: Options) -> str:
+  """The --root_checkpoint the agents get: remote paths as they are, local ones absolute (the
+  agents may start elsewhere); pods cannot read a local path at all."""
+  path = options.root_checkpoint
+  if "://" in path:
+    return path
+  if options.emit == "k8s":
+    raise LaunchError(f"--root_checkpoint={path} is a local path, which the pods cannot read; "
+                      "expected a gs:// path.")
+  return os.path.abspath(path)
+
+
 def check(options: Options) -> None:
   """The checks of --emit's input, before anything is written."""
+  if options.root_checkpoint:
+    _checkpoint_for_agents(options)
   shared_fs = options.emit == "slurm" and os.path.isabs(options.system_dir)
   if not options.system_dir.startswith("gs://") and not shared_fs:
     raise LaunchError(

@@ -26,6 +26,6 @@ def run(source: str, output: str, *, num_blocks: int = 0, image_size: int = 0,
                               keep_pre_logits=keep_pre_logits, source_kind=source_kind, log=out)
   out(f"Components: {', '.join(root.component_ids)}; head template {root.head_template_id}.")
   out(f'Use it as a config\'s root: root {{ checkpoint: "{output}" }}, or pass '
-      f"--root_checkpoint={output} to bin/evolve.py, bin/baselines.py, bin/agent.py or "
-      "bin/group_tasks.py train.")
+      f"--root_checkpoint={output} to bin/evolve.py, bin/baselines.py, bin/agent.py, "
+      "bin/launch_agents.py or bin/group_tasks.py train.")
   return root

@@ -91,6 +91,8 @@ class Options:
   job_name: Optional[str] = None
   cpus_per_agent: int = 1
   agent_command: Optional[str] = None
+  # Passed to the agents (the config they load is the one --config names, with this root).
+  root_checkpoint: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)

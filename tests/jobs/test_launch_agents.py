@@ -300,6 +300,9 @@ def test_a_killed_launcher_leaves_no_orphans(tmp_path, fake):
     (dict(gpus=["0", "0"]), launch_agents.LaunchError, "Invalid --gpus=0,0; expected distinct"),
     (dict(emit="k8s", image="i", system_dir="gs://b/s", job_name="Bad_Name"),
      launch_agents.LaunchError, "Invalid --job_name 'Bad_Name'"),
+    (dict(emit="k8s", image="i", system_dir="gs://b/s", root_checkpoint="roots/vit"),
+     launch_agents.LaunchError,
+     "--root_checkpoint=roots/vit is a local path, which the pods cannot read; expected a gs://"),
 ])
 def test_bad_input_names_the_value_before_anything_starts(tmp_path, fake, config, kwargs,
                                                           error, message):
@@ -312,6 +315,22 @@ def test_bad_input_names_the_value_before_anything_starts(tmp_path, fake, config
     launch_agents.run(config, options, agent_argv=builder({}), cpus=[0])
   assert message in str(raised.value)
   assert not os.path.exists(options.log_dir) and _records(records) == []
+
+
+def test_the_root_checkpoint_reaches_every_agent_as_an_absolute_or_remote_path(tmp_path, fake,
+                                                                               config):
+  builder, records = fake
+  options = _options(tmp_path, tasks=["digits", "greek"], root_checkpoint="roots/vit")
+  assert launch_agents.run(config, options, out=lambda line: None, agent_argv=builder({}),
+                           cpus=[0]) == 0
+  seen = [_flags(r["argv"])["root_checkpoint"] for r in _records(records)]
+  assert seen == [os.path.abspath("roots/vit")] * 2
+  path = tmp_path / "agents.yaml"
+  options = _options(tmp_path, tasks=_TASKS, emit="k8s", image="i", system_dir="gs://b/s",
+                     emit_output=str(path), root_checkpoint="gs://b/roots/vit")
+  assert launch_agents.run(config, options, out=lambda line: None) == 0
+  (container,) = yaml.safe_load(path.read_text())["spec"]["template"]["spec"]["containers"]
+  assert _flags(container["command"])["root_checkpoint"] == "gs://b/roots/vit"
 
 
 def test_task_for_index_resolves_and_names_a_bad_index():

@@ -103,8 +103,8 @@ def test_import_of_a_vit_npz_through_the_job(tmp_path):
   assert any("pre-logits 5 kept" in line for line in lines)
   assert lines[-1] == (
       f'Use it as a config\'s root: root {{ checkpoint: "{tmp_path}/out" }}, or pass '
-      f"--root_checkpoint={tmp_path}/out to bin/evolve.py, bin/baselines.py, bin/agent.py or "
-      "bin/group_tasks.py train.")
+      f"--root_checkpoint={tmp_path}/out to bin/evolve.py, bin/baselines.py, bin/agent.py, "
+      "bin/launch_agents.py or bin/group_tasks.py train.")
   _, layers = root_dir.load_layers(str(tmp_path / "out"))
   images = testing.random_images(ckpt)
   want = testing.reference_prelogits(cf.cap_blocks(ckpt, 1), images, keep_pre_logits=True)
