@@ -48,7 +48,8 @@ flags.DEFINE_list("shapes", ["2x2x2x4", "2x4x2x2", "2x2x4x2"],
                   "Evolution budget shapes TxGxCxE (task iterations x generations x children "
                   "per generation x epochs per child).")
 flags.DEFINE_list("learning_rates", ["0.01", "0.02", "0.05"],
-                  "Baseline learning rates to try: values of the search space's learning_rate.")
+                  "Baseline learning rates to try: values of the search space's learning_rate "
+                  "(empty: no baselines).")
 flags.DEFINE_list("tasks", None, "Only these tasks (default: all of the config's).")
 flags.DEFINE_list("methods", None, "Baseline methods (default: the config's).")
 flags.DEFINE_bool("quick", False, "Smoke run: 1 task, tiny budgets (the numbers mean nothing).")
@@ -117,6 +118,11 @@ def main(argv):
   methods = list(FLAGS.methods) if FLAGS.methods else list(config.proto.baselines.methods)
   if FLAGS.quick:
     methods = methods[:1]
+  if not rates:  # --learning_rates= : evolution's shapes only
+    methods = []
+  if not shapes and not rates:
+    raise app.UsageError("--shapes and --learning_rates are both empty; expected at least one "
+                         "shape or learning rate to try.")
   seeds = 1 if FLAGS.quick else FLAGS.seeds
   import keras
   print(f"'{config.name}': {len(task_names)} tasks, seed offsets {FLAGS.seed_offset}.."
@@ -167,7 +173,8 @@ def main(argv):
 
   shape_figures = {name: figures(runs) for name, runs in evolution.items()}
   rate_figures = {m: {f"{lr:g}": figures(baselines[(m, lr)]) for lr in rates} for m in methods}
-  best_shape = max(shape_figures, key=lambda n: shape_figures[n]["avg_validation_accuracy"])
+  best_shape = max(shape_figures, key=lambda n: shape_figures[n]["avg_validation_accuracy"],
+                   default=None)
   best_rate = {m: float(max(rates, key=lambda lr: rate_figures[m][f"{lr:g}"][
       "avg_validation_accuracy"])) for m in methods}
 
@@ -188,7 +195,7 @@ def main(argv):
             f"{f['avg_test_accuracy']:>10.4f}{mark}")
   print()
   print("Optimism (validation - test accuracy) by task, at the chosen settings")
-  chosen = {"evolution " + best_shape: shape_figures[best_shape]["optimism"]}
+  chosen = {"evolution " + best_shape: shape_figures[best_shape]["optimism"]} if best_shape else {}
   for m in methods:
     chosen[f"{m} lr={best_rate[m]:g}"] = rate_figures[m][f"{best_rate[m]:g}"]["optimism"]
   width = max(len(k) for k in chosen) + 2
