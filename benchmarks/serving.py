@@ -730,7 +730,7 @@ def _args():
     setattr(a, name, getattr(FLAGS, name))
   if FLAGS.quick:
     a.tasks, a.calls, a.ratio_calls = 2, 100, 60
-    a.timing_budget_s, a.swaps, a.swap_budget_s, a.fuzz_requests = 20, 5, 60, 40
+    a.timing_budget_s, a.swaps, a.swap_budget_s, a.fuzz_requests = 6, 5, 30, 40
   if a.tasks < 1 or min(a.calls, a.ratio_calls, a.block, a.batch, a.mixed_tasks) < 1:
     raise app.UsageError("--tasks, --calls, --ratio_calls, --block, --batch and --mixed_tasks "
                          "must be positive")
