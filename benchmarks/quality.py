@@ -4,10 +4,11 @@ r"""Quality benchmark: muNet / µ2Net against muNet's baselines (muNet Table 1's
     .venv/bin/python benchmarks/quality.py --quick            # smoke run, about 1-2 minutes
     .venv/bin/python benchmarks/quality.py --seeds=5 --tasks=digits,greek
 
-Runtime on 2 idle CPU cores with the shipped chars-lite config (2x2x2x4): about 14 minutes per
-seed (two evolution runs, scale factors 1 and 0.3, 3-4.5 minutes each, plus the three baselines
-with their replicas, about 6 minutes), so about 45 minutes for the default 3 seeds (44.4
-measured); `--quick` about 1-2 minutes. `--seed_offset` moves every seed (tuning runs use seeds
+Runtime on 2 idle CPU cores with the shipped chars-lite config (2x2x2x4): about 17 minutes per
+seed (two evolution runs, scale factors 1 and 0.3, 3-5.5 minutes each, plus the three baselines
+with their replicas, about 8 minutes) and the root's pretraining (about 90 s), so about 55
+minutes for the default 3 seeds (60.8 measured with one evolution run beside the test suite);
+`--quick` about 1-2 minutes. `--seed_offset` moves every seed (tuning runs use seeds
 the report does not).
 
 The root is made once (pretrained first if the config says `root.pretrain`, as chars-lite
