@@ -60,7 +60,7 @@ flags.DEFINE_list("scale_factors", ["1", "0.3"], "Evolution score scale factors 
 flags.DEFINE_list("tasks", None, "Only these tasks (default: all of the config's).")
 flags.DEFINE_list("methods", None, "Baseline methods (default: the config's).")
 flags.DEFINE_bool("quick", False,
-                  "Smoke run: 1 seed, 2 tasks, tiny budgets (the numbers mean nothing).")
+                  "Smoke run: 1 seed, 1 task, tiny budgets (the numbers mean nothing).")
 flags.DEFINE_string("work_dir", None,
                     "Keep the system directories here instead of a deleted temporary directory.")
 
@@ -111,7 +111,7 @@ def main(argv):
     config = quality_lib.quick(config)
   tasks = list(FLAGS.tasks) if FLAGS.tasks else None
   if FLAGS.quick and not tasks:
-    tasks = [t.name for t in config.tasks][:2]
+    tasks = [t.name for t in config.tasks][:1]
   task_names = tasks or [t.name for t in config.tasks]
   from mtsys.evolution import preflight
   task_data = preflight.load_tasks(config, task_names)  # checked once, shared by every run
