@@ -209,23 +209,25 @@ def _cluster_config(options: Options) -> str:
   """The --config the cluster's agents get: remote paths and shipped names as they are."""
   if "://" in options.config or not os.path.isfile(options.config):
     return options.config
-  if options.emit == "k8s":
-    raise LaunchError(
-        f"--config={options.config} is a local file, which the pods cannot read; expected a "
-        f"shipped config name {loader.shipped_names()} or a gs:// path.")
-  return os.path.abspath(options.config)  # Slurm: assumes the nodes share this filesystem
+  return _path_for_agents("config", options.config, options.emit, "file",
+                          f"a shipped config name {loader.shipped_names()} or a gs:// path")
+
+
+def _path_for_agents(flag: str, path: str, emit, what: str, expected: str) -> str:
+  """A path flag as the agents get it: remote paths as they are, local ones absolute (the agents
+  may start elsewhere; Slurm nodes are assumed to share this filesystem); pods cannot read a
+  local path at all."""
+  if "://" in path:
+    return path
+  if emit == "k8s":
+    raise LaunchError(f"--{flag}={path} is a local {what}, which the pods cannot read; expected "
+                      f"{expected}.")
+  return os.path.abspath(path)
 
 
 def _checkpoint_for_agents(options: Options) -> str:
-  """The --root_checkpoint the agents get: remote paths as they are, local ones absolute (the
-  agents may start elsewhere); pods cannot read a local path at all."""
-  path = options.root_checkpoint
-  if "://" in path:
-    return path
-  if options.emit == "k8s":
-    raise LaunchError(f"--root_checkpoint={path} is a local path, which the pods cannot read; "
-                      "expected a gs:// path.")
-  return os.path.abspath(path)
+  return _path_for_agents("root_checkpoint", options.root_checkpoint, options.emit, "path",
+                          "a gs:// path")
 
 
 def check(options: Options) -> None:
