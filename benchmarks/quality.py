@@ -12,8 +12,14 @@ minutes for the default 3 seeds (60.8 measured with one evolution run beside the
 the report does not).
 
 The root is made once (pretrained first if the config says `root.pretrain`, as chars-lite
-does, about 30 s) and every run of every seed and method starts from it: the seeds vary
-evolution's and the baselines' randomness, not the root.
+does, about 90 s) in its own system directory, and every run of every seed and method starts
+from a copy of it: the seeds vary evolution's and the baselines' randomness, not the root.
+
+The runs are independent, so `--workers` of them (default: one per CPU core this process may
+use) run at a time, each in its own process pinned to its own core with TensorFlow's threads at
+1 (`benchmarks/workers.py`: on a 2-core machine that does the same work about 1.7x as fast as
+one process on both cores); `--workers=1` runs them one after the other in this process.
+Results are printed as runs finish and gathered in seed order.
 
 For every seed, in fresh temporary system directories:
   - evolution (µ2Net by default, or whatever the config's evolution block says) at each
@@ -30,7 +36,8 @@ by its number of tasks), and compute (training steps summed over tasks, and trai
 seconds): each baseline twice, best of its replicas (muNet's figure, the same total steps as
 evolution) and its first replica alone ("1 replica"). Then a per-task table (average over seeds),
 the share of evolution's wall time spent outside training and evaluation (the loop's
-bookkeeping, which includes writing the history and TensorBoard events), the targets met or missed, and as the LAST line one JSON object with the figures.
+bookkeeping, which includes writing the history and TensorBoard events), the targets met or
+missed, and as the LAST line one JSON object with the figures.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from absl import app
 from absl import flags
 
 from benchmarks import quality_lib
+from benchmarks import workers
 
 _ONE_REPLICA = quality_lib.ONE_REPLICA
 
@@ -59,6 +67,10 @@ flags.DEFINE_integer("seed_offset", 0,
 flags.DEFINE_list("scale_factors", ["1", "0.3"], "Evolution score scale factors (muNet eq. 3).")
 flags.DEFINE_list("tasks", None, "Only these tasks (default: all of the config's).")
 flags.DEFINE_list("methods", None, "Baseline methods (default: the config's).")
+flags.DEFINE_integer(
+    "workers", len(workers.cores()),
+    "Runs at a time, each in its own process on its own core (benchmarks/workers.py); 1: one "
+    "after the other in this process, with TensorFlow's default threads.", lower_bound=1)
 flags.DEFINE_bool("quick", False,
                   "Smoke run: 1 seed, 1 task, tiny budgets (the numbers mean nothing).")
 flags.DEFINE_string("work_dir", None,
@@ -105,7 +117,6 @@ def main(argv):
   del argv
   import numpy as np
   from mtsys.config import loader
-  from mtsys.system import store as mstore
   config = loader.load(FLAGS.config)
   if FLAGS.quick:
     config = quality_lib.quick(config)
@@ -118,7 +129,6 @@ def main(argv):
   seeds = 1 if FLAGS.quick else FLAGS.seeds
   scale_factors = [float(s) for s in FLAGS.scale_factors]
   methods = list(FLAGS.methods) if FLAGS.methods else list(config.proto.baselines.methods)
-  import keras
   ev, bl = config.proto.evolution, config.proto.baselines
   print(f"'{config.name}': {len(task_names)} tasks, {seeds} seeds, scale factors {scale_factors}; "
         f"evolution {ev.task_iterations} task iterations x {ev.generations} generations x "
@@ -127,42 +137,43 @@ def main(argv):
         flush=True)
 
   work = FLAGS.work_dir or tempfile.mkdtemp(prefix="mtsys-quality-")
-  log = lambda msg: print(f"    {msg}", flush=True)
-  runs: dict = {}
-  root_source = None
+  from google.protobuf import text_format
+  config_text = text_format.MessageToString(config.proto)
+  results: dict = {}
   start = time.perf_counter()
   try:
-    for i in range(seeds):
-      for sf in scale_factors:
-        cfg = quality_lib.with_seeds(config, FLAGS.seed_offset + i, sf)
-        print(f"[seed {i + 1}/{seeds}] evolution, scale factor {sf:g} "
-              f"(evolution.seed={cfg.proto.evolution.seed})", flush=True)
-        keras.backend.clear_session()
-        directory = os.path.join(work, f"seed{i}", f"evolution-sf{sf:g}")
-        # Every run starts from the first run's (pretrained) root: seeds vary the evolution.
-        r = quality_lib.run_evolution(cfg, directory, tasks, task_data, log,
-                                      root_from=root_source)
-        root_source = root_source or mstore.Store.open(directory)
-        print(f"  average test accuracy {np.mean(list(r['test'].values())):.4f}, "
+    root_dir = quality_lib.make_root(config, os.path.join(work, "root"),
+                                     lambda msg: print(f"    {msg}", flush=True))
+    jobs = []  # longest first (the baselines, then evolution by falling scale factor)
+    for sf in [None, *sorted(scale_factors, reverse=True)]:
+      for i in range(seeds):
+        name = f"evolution-sf{sf:g}" if sf is not None else "baselines"
+        jobs.append(quality_lib.Job(
+            config_text, config.path, i, FLAGS.seed_offset + i, sf,
+            os.path.join(work, f"seed{i}", name), root_dir, tasks, methods,
+            task_data if FLAGS.workers == 1 else None))
+    print(f"{len(jobs)} runs, {FLAGS.workers} at a time", flush=True)
+    for job, r in workers.run(jobs, quality_lib.run_job, FLAGS.workers):
+      results[(job.seed_index, job.scale_factor)] = r
+      if job.scale_factor is not None:
+        print(f"[{job.label}] average test accuracy {np.mean(list(r['test'].values())):.4f}, "
               f"{r['params_per_task']:,.0f} params/task, {r['train_steps']:,} steps, "
               f"{r['wall_seconds']:.0f}s, bookkeeping {100 * r['bookkeeping_share']:.1f}% "
-              f"(history and events {100 * r['recording_share']:.2f}%)",
-              flush=True)
-        runs.setdefault(f"evolution@{sf:g}", []).append(r)
-      cfg = quality_lib.with_seeds(config, FLAGS.seed_offset + i)
-      print(f"[seed {i + 1}/{seeds}] baselines {methods} "
-            f"(baselines.seed={cfg.proto.baselines.seed})", flush=True)
-      keras.backend.clear_session()
-      for m, r in quality_lib.run_baselines(cfg, os.path.join(work, f"seed{i}", "baselines"),
-                                            tasks, methods, lambda msg: None,
-                                            root_from=root_source).items():
-        print(f"  {m}: average test accuracy {np.mean(list(r['test'].values())):.4f}, "
-              f"{r['params_per_task']:,.0f} params/task, {r['train_steps']:,} steps, "
-              f"{r['train_seconds']:.0f}s", flush=True)
-        runs.setdefault(m, []).append(r)
+              f"(history and events {100 * r['recording_share']:.2f}%)", flush=True)
+        continue
+      for m, mr in r.items():
+        print(f"[{job.label}] {m}: average test accuracy "
+              f"{np.mean(list(mr['test'].values())):.4f}, {mr['params_per_task']:,.0f} "
+              f"params/task, {mr['train_steps']:,} steps, {mr['train_seconds']:.0f}s", flush=True)
   finally:
     if not FLAGS.work_dir:
       shutil.rmtree(work, ignore_errors=True)
+  runs: dict = {}
+  for i in range(seeds):  # seed order, whatever order the runs finished in
+    for sf in scale_factors:
+      runs.setdefault(f"evolution@{sf:g}", []).append(results[(i, sf)])
+    for m, r in results[(i, None)].items():
+      runs.setdefault(m, []).append(r)
   elapsed = time.perf_counter() - start
 
   order = [m for m in ("multi_head", "full_finetune", "residual_adapters") if m in runs]

@@ -3,7 +3,9 @@ evolution run, one seed's baselines, and muNet Table 1's figures over seeds."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import Optional, Sequence
 
 def edited(config, edit):
   """A validated copy of `config` after `edit(proto)`."""
@@ -100,6 +102,57 @@ def run_baselines(config, directory: str, tasks, methods, log, root_from=None) -
 
 
 ONE_REPLICA = "@1replica"
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """One run of benchmarks/quality.py, picklable for `benchmarks.workers`: an evolution run at
+  `scale_factor`, or (`scale_factor` None) one seed's baselines, from the root in `root_dir`."""
+  config_text: str
+  config_path: str
+  seed_index: int
+  seed_offset: int
+  scale_factor: Optional[float]
+  directory: str
+  root_dir: str
+  tasks: Optional[Sequence[str]]
+  methods: Sequence[str]
+  task_data: Optional[dict] = None  # loaded by the job when None (datasets do not pickle)
+
+  @property
+  def label(self) -> str:
+    kind = "baselines" if self.scale_factor is None else f"evolution@{self.scale_factor:g}"
+    return f"seed {self.seed_index + 1} {kind}"
+
+
+def make_root(config, directory: str, log) -> str:
+  """A system holding only `config`'s root (pretrained when the config says so); every job
+  copies it, so the seeds vary evolution's and the baselines' randomness, not the root."""
+  from mtsys.system import store as mstore
+  from mtsys.train import pretrain
+  pretrain.ensure_root(mstore.Store.create(directory, config.proto), config, log=log)
+  return directory
+
+
+def run_job(job: Job) -> dict:
+  """Runs `job` (in a worker process or this one): `run_evolution`'s dict, or
+  `run_baselines`' {method: dict}."""
+  import keras
+  from mtsys.config import loader
+  from mtsys.system import store as mstore
+  keras.backend.clear_session()
+  config = with_seeds(loader.parse(job.config_text, job.config_path), job.seed_offset,
+                      job.scale_factor)
+  log = lambda msg: print(f"    [{job.label}] {msg}", flush=True)
+  root = mstore.Store.open(job.root_dir)
+  if job.scale_factor is None:
+    return run_baselines(config, job.directory, job.tasks, job.methods, lambda msg: None,
+                         root_from=root)
+  task_data = job.task_data
+  if task_data is None:
+    from mtsys.evolution import preflight
+    task_data = preflight.load_tasks(config, job.tasks or [t.name for t in config.tasks])
+  return run_evolution(config, job.directory, job.tasks, task_data, log, root_from=root)
 
 
 def summarize(runs) -> dict:
