@@ -67,10 +67,7 @@ flags.DEFINE_integer("seed_offset", 0,
 flags.DEFINE_list("scale_factors", ["1", "0.3"], "Evolution score scale factors (muNet eq. 3).")
 flags.DEFINE_list("tasks", None, "Only these tasks (default: all of the config's).")
 flags.DEFINE_list("methods", None, "Baseline methods (default: the config's).")
-flags.DEFINE_integer(
-    "workers", len(workers.cores()),
-    "Runs at a time, each in its own process on its own core (benchmarks/workers.py); 1: one "
-    "after the other in this process, with TensorFlow's default threads.", lower_bound=1)
+flags.DEFINE_integer("workers", len(workers.cores()), workers.FLAG_HELP, lower_bound=1)
 flags.DEFINE_bool("quick", False,
                   "Smoke run: 1 seed, 1 task, tiny budgets (the numbers mean nothing).")
 flags.DEFINE_string("work_dir", None,

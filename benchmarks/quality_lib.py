@@ -118,10 +118,12 @@ class Job:
   tasks: Optional[Sequence[str]]
   methods: Sequence[str]
   task_data: Optional[dict] = None  # loaded by the job when None (datasets do not pickle)
+  name: str = ""  # what the run tries (tuning.py: a shape or a learning rate)
 
   @property
   def label(self) -> str:
-    kind = "baselines" if self.scale_factor is None else f"evolution@{self.scale_factor:g}"
+    kind = self.name or ("baselines" if self.scale_factor is None
+                         else f"evolution@{self.scale_factor:g}")
     return f"seed {self.seed_index + 1} {kind}"
 
 

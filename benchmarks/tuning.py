@@ -7,7 +7,9 @@ not report.
     .venv/bin/python benchmarks/tuning.py --shapes=2x2x2x4,2x4x2x2 --learning_rates=0.02,0.05
 
 Runtime on 2 idle CPU cores with chars-lite: about 4 minutes per budget shape and 5 minutes per
-learning rate, so about 30 minutes for the defaults (3 shapes, 3 learning rates, 1 seed).
+learning rate in one process, so about 30 minutes for the defaults (3 shapes, 3 learning rates,
+1 seed); the runs go to `--workers` one-core processes as in benchmarks/quality.py (there about
+2.6x as fast on 2 cores), so expect well under half that.
 
 - Budget shapes `TxGxCxE` (task iterations x generations x children x epochs per child) that
   keep the config's total child-epochs per task: more generations or children with fewer steps
@@ -38,6 +40,7 @@ from absl import app
 from absl import flags
 
 from benchmarks import quality_lib
+from benchmarks import workers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", "chars-lite", "Config file or shipped config name.")
@@ -52,6 +55,7 @@ flags.DEFINE_list("learning_rates", ["0.01", "0.02", "0.05"],
                   "(empty: no baselines).")
 flags.DEFINE_list("tasks", None, "Only these tasks (default: all of the config's).")
 flags.DEFINE_list("methods", None, "Baseline methods (default: the config's).")
+flags.DEFINE_integer("workers", len(workers.cores()), workers.FLAG_HELP, lower_bound=1)
 flags.DEFINE_bool("quick", False, "Smoke run: 1 task, tiny budgets (the numbers mean nothing).")
 flags.DEFINE_string("work_dir", None,
                     "Keep the system directories here instead of a deleted temporary directory.")
@@ -92,7 +96,6 @@ def main(argv):
   del argv
   from mtsys.config import loader
   from mtsys.evolution import preflight
-  from mtsys.system import store as mstore
   config = loader.load(FLAGS.config)
   shapes = [parse_shape(s) for s in FLAGS.shapes]
   rates = [float(r) for r in FLAGS.learning_rates]
@@ -124,45 +127,58 @@ def main(argv):
     raise app.UsageError("--shapes and --learning_rates are both empty; expected at least one "
                          "shape or learning rate to try.")
   seeds = 1 if FLAGS.quick else FLAGS.seeds
-  import keras
   print(f"'{config.name}': {len(task_names)} tasks, seed offsets {FLAGS.seed_offset}.."
         f"{FLAGS.seed_offset + seeds - 1}, shapes {['x'.join(map(str, s)) for s in shapes]}, "
         f"baseline learning rates {rates}, methods {methods}", flush=True)
 
   work = FLAGS.work_dir or tempfile.mkdtemp(prefix="mtsys-tuning-")
-  log = lambda msg: print(f"    {msg}", flush=True)
-  evolution: dict = {}  # shape -> [run]
-  baselines: dict = {}  # (method, lr) -> [run]
-  root = None
+  from google.protobuf import text_format
+  results: dict = {}  # (seed, shape name or (method, lr)) -> run
   start = time.perf_counter()
   try:
+    root_dir = quality_lib.make_root(config, os.path.join(work, "root"),
+                                     lambda msg: print(f"    {msg}", flush=True))
+    jobs = []  # each runs with its seed set here (seed offset 0 in the job)
     for i in range(seeds):
       seeded = quality_lib.with_seeds(config, FLAGS.seed_offset + i)
+      shared = dict(config_path=config.path, seed_index=i, seed_offset=0, root_dir=root_dir,
+                    tasks=tasks, methods=methods,
+                    task_data=task_data if FLAGS.workers == 1 else None)
       for shape in shapes:
         name = "x".join(map(str, shape))
-        print(f"[seed {i + 1}/{seeds}] evolution {name}", flush=True)
-        keras.backend.clear_session()
-        directory = os.path.join(work, f"seed{i}", f"evolution-{name}")
-        r = quality_lib.run_evolution(_shaped(seeded, shape), directory, tasks, task_data, log,
-                                      root_from=root)
-        root = root or mstore.Store.open(directory)
-        print(f"  validation {_avg(r['validation'].values()):.4f}, "
-              f"test {_avg(r['test'].values()):.4f}, {r['wall_seconds']:.0f}s", flush=True)
-        evolution.setdefault(name, []).append(r)
+        jobs.append(quality_lib.Job(
+            text_format.MessageToString(_shaped(seeded, shape).proto), scale_factor=1.0,
+            directory=os.path.join(work, f"seed{i}", f"evolution-{name}"),
+            name=f"evolution {name}", **shared))
       for lr in rates:
-        print(f"[seed {i + 1}/{seeds}] baselines at learning rate {lr:g}", flush=True)
-        keras.backend.clear_session()
-        directory = os.path.join(work, f"seed{i}", f"baselines-lr{lr:g}")
-        for m, r in quality_lib.run_baselines(_with_learning_rate(seeded, lr), directory, tasks,
-                                              methods, lambda msg: None, root_from=root).items():
-          if m.endswith(quality_lib.ONE_REPLICA):
-            continue
-          print(f"  {m}: validation {_avg(r['validation'].values()):.4f}, "
-                f"test {_avg(r['test'].values()):.4f}", flush=True)
-          baselines.setdefault((m, lr), []).append(r)
+        jobs.append(quality_lib.Job(
+            text_format.MessageToString(_with_learning_rate(seeded, lr).proto),
+            scale_factor=None, directory=os.path.join(work, f"seed{i}", f"baselines-lr{lr:g}"),
+            name=f"baselines at learning rate {lr:g}", **shared))
+    print(f"{len(jobs)} runs, {FLAGS.workers} at a time", flush=True)
+    for job, r in workers.run(jobs, quality_lib.run_job, FLAGS.workers):
+      results[(job.seed_index, job.name)] = r
+      if job.scale_factor is not None:
+        print(f"[{job.label}] validation {_avg(r['validation'].values()):.4f}, "
+              f"test {_avg(r['test'].values()):.4f}, {r['wall_seconds']:.0f}s", flush=True)
+        continue
+      for m, mr in r.items():
+        if not m.endswith(quality_lib.ONE_REPLICA):
+          print(f"[{job.label}] {m}: validation {_avg(mr['validation'].values()):.4f}, "
+                f"test {_avg(mr['test'].values()):.4f}", flush=True)
   finally:
     if not FLAGS.work_dir:
       shutil.rmtree(work, ignore_errors=True)
+  evolution: dict = {}  # shape -> [run], in seed order
+  baselines: dict = {}  # (method, lr) -> [run], in seed order
+  for i in range(seeds):
+    for shape in shapes:
+      name = "x".join(map(str, shape))
+      evolution.setdefault(name, []).append(results[(i, f"evolution {name}")])
+    for lr in rates:
+      for m, r in results[(i, f"baselines at learning rate {lr:g}")].items():
+        if not m.endswith(quality_lib.ONE_REPLICA):
+          baselines.setdefault((m, lr), []).append(r)
   elapsed = time.perf_counter() - start
 
   def figures(runs):

@@ -20,6 +20,10 @@ import os
 from typing import Any, Callable, Iterator, Sequence
 
 
+FLAG_HELP = ("Runs at a time, each in its own process on its own core (benchmarks/workers.py); 1: "
+             "one after the other in this process, with TensorFlow's default threads.")
+
+
 def cores() -> list[int]:
   """The CPU cores this process may run on."""
   return sorted(os.sched_getaffinity(0))
