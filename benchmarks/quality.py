@@ -4,12 +4,12 @@ r"""Quality benchmark: muNet / µ2Net against muNet's baselines (muNet Table 1's
     .venv/bin/python benchmarks/quality.py --quick            # smoke run, about 1-2 minutes
     .venv/bin/python benchmarks/quality.py --seeds=5 --tasks=digits,greek
 
-Runtime on 2 idle CPU cores with the shipped chars-lite config (2x2x2x4): about 17 minutes per
-seed (two evolution runs, scale factors 1 and 0.3, 3-5.5 minutes each, plus the three baselines
-with their replicas, about 8 minutes) and the root's pretraining (about 90 s), so about 55
-minutes for the default 3 seeds (60.8 measured with one evolution run beside the test suite);
-`--quick` about 1-2 minutes. `--seed_offset` moves every seed (tuning runs use seeds
-the report does not).
+Runtime on 2 idle CPU cores with the shipped chars-lite config (2x2x2x4) and the default two
+workers: about 20 minutes for the default 3 seeds (20.3 measured: the root's pretraining about
+110 s, then per seed two evolution runs, scale factors 1 and 0.3, 3-4.5 minutes each on one
+core, and the three baselines with their replicas, about 4 minutes); in one process
+(`--workers=1`) about 53 minutes. `--quick` about 1-2 minutes. `--seed_offset` moves every seed
+(tuning runs use seeds the report does not).
 
 The root is made once (pretrained first if the config says `root.pretrain`, as chars-lite
 does, about 90 s) in its own system directory, and every run of every seed and method starts
