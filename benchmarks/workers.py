@@ -9,7 +9,9 @@ worker runs anything; with more workers than cores they share the cores unpinned
 
 Workers are spawned (not forked: the parent may hold TensorFlow's threads) with
 `concurrent.futures.ProcessPoolExecutor`; a job is a picklable value and `fn` a module-level
-function. `workers=1` runs every job in this process, in order, as a plain loop.
+function. `workers=1` (or a single job) runs every job in this process, in order, as a plain
+loop with TensorFlow's default threads. Results do not depend on the thread count: quality.py's
+three seeds gave the same figures to the digit both ways.
 """
 
 from __future__ import annotations
