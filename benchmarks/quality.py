@@ -12,13 +12,14 @@ core, and the three baselines with their replicas, about 4 minutes); in one proc
 (tuning runs use seeds the report does not).
 
 The root is made once (pretrained first if the config says `root.pretrain`, as chars-lite
-does, about 90 s) in its own system directory, and every run of every seed and method starts
+does, about 90-110 s) in its own system directory, and every run of every seed and method starts
 from a copy of it: the seeds vary evolution's and the baselines' randomness, not the root.
 
 The runs are independent, so `--workers` of them (default: one per CPU core this process may
 use) run at a time, each in its own process pinned to its own core with TensorFlow's threads at
-1 (`benchmarks/workers.py`: on a 2-core machine that does the same work about 1.7x as fast as
-one process on both cores); `--workers=1` runs them one after the other in this process.
+1 (`benchmarks/workers.py`: on a 2-core machine that does the same work about 2.6x as fast as
+one process on both cores, 20.3 against 53 minutes); `--workers=1` runs them one after the
+other in this process.
 Results are printed as runs finish and gathered in seed order.
 
 For every seed, in fresh temporary system directories:

@@ -133,7 +133,7 @@ def main(argv):
 
   work = FLAGS.work_dir or tempfile.mkdtemp(prefix="mtsys-tuning-")
   from google.protobuf import text_format
-  results: dict = {}  # (seed, shape name or (method, lr)) -> run
+  results: dict = {}  # (seed index, the job's name) -> its run
   start = time.perf_counter()
   try:
     root_dir = quality_lib.make_root(config, os.path.join(work, "root"),
