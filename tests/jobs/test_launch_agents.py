@@ -16,6 +16,7 @@ import yaml
 
 from mtsys import errors
 from mtsys.config import loader
+from mtsys.jobs import agent_supervisor
 from mtsys.jobs import launch_agents
 from mtsys.protos import mtsys_pb2
 from mtsys.system import store as mstore
@@ -203,11 +204,11 @@ def test_display_shows_progress_from_the_store_and_starting_without_a_state(tmp_
 
 
 def test_progress_before_the_store_exists_is_starting(tmp_path):
-  assert launch_agents.read_progress(str(tmp_path / "none"), ["digits"]) == {}
-  assert launch_agents.progress_cells(None, "digits", 3, 2) == ("-", "-", "-")
+  assert agent_supervisor.read_progress(str(tmp_path / "none"), ["digits"]) == {}
+  assert agent_supervisor.progress_cells(None, "digits", 3, 2) == ("-", "-", "-")
   between = mtsys_pb2.EvolutionState()
   between.iterations_done["digits"] = 1
-  assert launch_agents.progress_cells((between, 0.625), "digits", 3, 2) == ("1/3", "-", "0.625")
+  assert agent_supervisor.progress_cells((between, 0.625), "digits", 3, 2) == ("1/3", "-", "0.625")
 
 
 _DRIVER = r"""
