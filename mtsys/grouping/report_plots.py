@@ -151,10 +151,12 @@ def text(report: dict) -> str:
   lines += ["", "Total test loss per budget (lower is better)"] + _curve_text(report, "test_loss")
   lines += ["", "Total validation loss per budget (the exact optimum's is the least)"]
   lines += _curve_text(report, "validation_loss")
-  lines += ["", "Gap of the test loss to the exact optimum's over the budgets (mean / max)"]
+  lines += ["", "Gap to the exact optimum's loss over the budgets (mean / max), test and "
+            "validation"]
   for method, g in report["gaps"].items():
     if g["budgets_measured"]:
-      lines.append(f"  {method:>12}  {g['mean']:+.2%} / {g['max']:+.2%} "
+      lines.append(f"  {method:>12}  test {g['mean']:+.2%} / {g['max']:+.2%}, validation "
+                   f"{g['validation_mean']:+.2%} / {g['validation_max']:+.2%} "
                    f"({g['budgets_measured']} of {len(report['budgets'])} budgets)")
     else:
       lines.append(f"  {method:>12}  - (no budget measurable)")

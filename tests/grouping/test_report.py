@@ -127,6 +127,9 @@ def test_exact_curve_is_optimal_and_below_every_methods_validation_loss(tmp_path
         compared += 1
   assert set(r["methods"]) == {"exact", "hoa", "tag", "random", "all_task", "independent"}
   assert compared >= 6 * 5
+  validation_gaps = [g for m in r["gaps"].values() for g in m["validation_per_budget"]
+                     if g is not None]
+  assert len(validation_gaps) >= 5 * 5 and min(validation_gaps) >= -1e-12
 
 
 def test_approximations_choose_on_their_csv_and_are_measured_in_the_truth(tmp_path):
@@ -141,6 +144,11 @@ def test_approximations_choose_on_their_csv_and_are_measured_in_the_truth(tmp_pa
       [(14.1 - 2 * o) / (2 * o) for o in _OPTIMUM])
   assert r["hoa_gap_mean"] == pytest.approx(np.mean([(14.1 - 2 * o) / (2 * o) for o in _OPTIMUM]))
   assert r["hoa_gap_max"] == pytest.approx((14.1 - 12.8) / 12.8)
+  # On validation loss too: the selection alone, measured against the least validation loss.
+  assert r["gaps"]["hoa"]["validation_per_budget"] == pytest.approx(
+      [(7.05 - o) / o for o in _OPTIMUM])
+  assert r["hoa_validation_gap_max"] == pytest.approx((7.05 - min(_OPTIMUM)) / min(_OPTIMUM))
+  assert r["hoa_validation_gap_mean"] == pytest.approx(np.mean([(7.05 - o) / o for o in _OPTIMUM]))
   # TAG at 1.5: b+c with a@half (cost 1.5), each task served by its best TRUE network.
   assert tag[1]["networks"] == ["a@half", "b+c"] and tag[1]["cost"] == 1.5
   assert tag[1]["assignment"] == {"a": "a@half", "b": "b+c", "c": "b+c"}
@@ -190,7 +198,8 @@ def test_run_writes_text_json_and_non_blank_pngs(tmp_path):
   r = report.run(report.Options(out, [selection.exact(b) for b in _BUDGETS]), lines.append)
   report_dir = os.path.join(out, "report")
   data = json.loads(open(os.path.join(report_dir, "report.json")).read())
-  for key in ("hoa_gap_mean", "hoa_gap_max", "tag_gap_mean", "tag_gap_max", "methods", "gaps",
+  for key in ("hoa_gap_mean", "hoa_gap_max", "tag_gap_mean", "tag_gap_max",
+              "hoa_validation_gap_mean", "tag_validation_gap_max", "methods", "gaps",
               "pairwise", "pair_affinity", "tag_affinity", "budgets", "tasks", "skipped"):
     assert key in data, key
   assert data["hoa_gap_mean"] == pytest.approx(r["hoa_gap_mean"])
@@ -198,6 +207,8 @@ def test_run_writes_text_json_and_non_blank_pngs(tmp_path):
   text = open(os.path.join(report_dir, "report.txt")).read()
   assert text.rstrip("\n") == "\n".join(lines[:-1])
   assert "Skipped esa: no " in text and "Table 2" in text and "Table 3" in text
+  hoa_line = next(line for line in text.splitlines() if line.strip().startswith("hoa  test "))
+  assert f"validation {r['hoa_validation_gap_mean']:+.2%}" in hoa_line
   assert "TAG affinity" in text and "Chosen groupings per budget" in text
   assert sorted(os.path.basename(p) for p in r["files"]["plots"]) == [
       "loss_vs_budget.png", "pairwise.png"]
