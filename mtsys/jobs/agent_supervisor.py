@@ -51,7 +51,6 @@ _TRAMPOLINE = (
     "os.execvp(sys.argv[3], sys.argv[3:])\n")
 
 
-
 @contextlib.contextmanager
 def stop_requests(enabled: bool):
   """Yields a list that SIGINT / SIGTERM append their number to while the block runs."""
