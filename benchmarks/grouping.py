@@ -55,7 +55,10 @@ seeds), so the exact method itself would miss a 2% worst-case test target on a r
 +1.23/+6.17, +1.10/+5.46; TAG +9.27/+13.73, +9.58/+13.85, +10.53/+14.42. So on the selection's
 own objective HOA is within 2% on average and about 5% at worst, every seed, and TAG about 10%
 on average: the worst-case and TAG targets are missed for reasons of the methods on this data,
-not of the measurement.
+not of the measurement. TAG's lookahead affinities all lie within -0.3% to +0.7% here, and their
+rank correlation with the groups' true change of log validation loss is -0.22, +0.34 and -0.32 on
+seeds 1-3 (its fitted scale kappa +11.0, -3.3, +9.2): a weak signal whose sign flips with the
+training seed.
 With the root pretrained 10 epochs (the chars-lite default until then; 2 shared cores, 81 min):
 HOA +1.19% / +5.51%, TAG +6.70% / +11.79%, random +15.2% / +19.7%; there TAG's lookahead
 affinities barely predicted the groups (rank correlation +0.08 with the true log losses).
